@@ -1,0 +1,3 @@
+from looper_cli.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""CLI commands: thin functions that parse options and call the stages."""

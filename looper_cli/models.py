@@ -1,0 +1,139 @@
+"""Loading models and tokenizers: a hub id, a local folder, or a `.gguf`
+file; LoRA adapters from a folder. bf16 on GPU, fp32 on CPU.
+
+Every stage loads through here, so "an adapter made for another base model"
+or "a path that does not exist" fails the same clear way everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from looper_cli.errors import UserError
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass
+class ModelSource:
+    """Where weights come from: `path_or_id` plus, for GGUF, the file name."""
+
+    path_or_id: str
+    gguf_file: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str | Path) -> "ModelSource":
+        text = str(spec)
+        path = Path(text).expanduser()
+        if text.endswith(".gguf"):
+            if not path.is_file():
+                raise UserError(f"model file not found: {path}")
+            return cls(str(path.parent), path.name)
+        if path.exists():
+            if not path.is_dir():
+                raise UserError(f"model path is not a folder or a .gguf file: {path}")
+            if not (path / "config.json").is_file() and not is_adapter_dir(path):
+                raise UserError(f"no config.json in model folder {path}")
+            return cls(str(path))
+        if text.startswith((".", "/", "~")) or text.count("/") > 1:
+            raise UserError(f"model not found: {text}")
+        return cls(text)  # a hub id: transformers resolves it (and fails clearly offline)
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model an adapter folder says it was trained on."""
+    cfg = json.loads((Path(path) / ADAPTER_CONFIG).read_text())
+    return cfg.get("base_model_name_or_path")
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> Any:
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def load_tokenizer(source: str | Path, padding_side: str = "left") -> Any:
+    from transformers import AutoTokenizer
+
+    src = source if isinstance(source, ModelSource) else ModelSource.parse(source)
+    try:
+        tok = AutoTokenizer.from_pretrained(src.path_or_id, **src.kwargs())
+    except OSError as err:
+        raise UserError(f"could not load tokenizer from {src.path_or_id}: {_first_line(err)}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_base_model(source: str | Path, device: str | None = None, dtype: Any = None) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    src = source if isinstance(source, ModelSource) else ModelSource.parse(source)
+    device = device or default_device()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            src.path_or_id, dtype=dtype or default_dtype(device), **src.kwargs()
+        )
+    except OSError as err:
+        raise UserError(f"could not load model {src.path_or_id}: {_first_line(err)}") from None
+    return model.to(device)
+
+
+def load_model(base: str | Path, adapter: str | Path | None = None, device: str | None = None,
+               dtype: Any = None, trainable: bool = False) -> Any:
+    """The base model, with the adapter on top when one is given."""
+    model = load_base_model(base, device, dtype)
+    if adapter is None:
+        return model
+    return attach_adapter(model, adapter, trainable=trainable)
+
+
+def attach_adapter(model: Any, adapter: str | Path, trainable: bool = False,
+                   adapter_name: str = "default") -> Any:
+    from peft import PeftModel
+
+    path = Path(adapter)
+    if not is_adapter_dir(path):
+        raise UserError(f"no LoRA adapter ({ADAPTER_CONFIG}) in {path}")
+    try:
+        return PeftModel.from_pretrained(model, str(path), is_trainable=trainable,
+                                         adapter_name=adapter_name)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise UserError(
+            f"adapter {path} does not fit base model {model.config.name_or_path} "
+            f"(it was made for {adapter_base(path)}): {_first_line(err)}"
+        ) from None
+
+
+def resolve_checkpoint(checkpoint: str | Path, base_model: str | None = None) -> tuple[str, str | None]:
+    """(base, adapter) for a checkpoint that is either a full model folder or
+    an adapter folder (whose base is read from its config unless given)."""
+    path = Path(checkpoint)
+    if is_adapter_dir(path):
+        base = base_model or adapter_base(path)
+        if not base:
+            raise UserError(f"adapter {path} names no base model; pass --base-model")
+        return str(base), str(path)
+    return str(checkpoint), None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

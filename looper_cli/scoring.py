@@ -1,0 +1,99 @@
+"""Regime W scoring of solution groups, plus the reward, in one call.
+
+The compiled core gives every score and every arm; its bandit picks the
+arm per group and learns from groups with known gold. This module only
+moves data in and out, applies the public reward formula, and keeps the
+bandit's state in a JSON file next to the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from looper_cli.errors import UserError
+from looper_cli.jsonl import atomic_write_text
+from looper_cli.reward import RewardWeights, rewards
+
+BANDIT_STATE_NAME = "bandit.json"
+
+
+@dataclass
+class ScoredGroups:
+    """Per-solution arrays, flat over groups; group g is offsets[g]:offsets[g+1]."""
+
+    offsets: npt.NDArray[np.int64]
+    answer: npt.NDArray[np.float64]  # NaN when none
+    correct: npt.NDArray[np.int8]  # 1, 0, or -1 when gold is unknown
+    s_end: npt.NDArray[np.float64]
+    s_path: npt.NDArray[np.float64]
+    s_cf: npt.NDArray[np.float64]
+    s_wm: npt.NDArray[np.float64]
+    arm: list[str]
+    reward: npt.NDArray[np.float64]
+    arm_scores: npt.NDArray[np.float64]  # (N, 8)
+    informative_groups: int
+
+    def row_fields(self, i: int) -> dict[str, Any]:
+        """The Regime W fields of solution i, as the rollout schema names them."""
+        answer = float(self.answer[i])
+        return {
+            "answer": None if np.isnan(answer) else answer,
+            "correct": None if self.correct[i] < 0 else bool(self.correct[i]),
+            "s_end": float(self.s_end[i]),
+            "s_path": float(self.s_path[i]),
+            "s_cf": float(self.s_cf[i]),
+            "s_wm": float(self.s_wm[i]),
+            "arm": self.arm[i],
+            "reward": float(self.reward[i]),
+        }
+
+
+def load_bandit(path: str | Path | None, seed: int = 0) -> Any:
+    """The bandit saved at `path`, or a fresh seeded one if there is none."""
+    from regime_w_core import Bandit
+
+    if path is not None and Path(path).is_file():
+        try:
+            return Bandit.from_json(Path(path).read_text())
+        except ValueError as err:
+            raise UserError(f"bandit state {path} is damaged: {err}") from None
+    return Bandit(seed=seed)
+
+
+def save_bandit(bandit: Any, path: str | Path) -> None:
+    atomic_write_text(path, bandit.to_json())
+
+
+def score_groups(
+    groups: Sequence[Sequence[str]],
+    tokens: Sequence[Sequence[int]],
+    bandit: Any,
+    golds: Sequence[float | None] | None = None,
+    questions: Sequence[str] | None = None,
+    weights: RewardWeights | None = None,
+    learn: bool = True,
+) -> ScoredGroups:
+    """Score groups, pick arms (Thompson sampling while learning, the best
+    posterior mean otherwise), update the bandit from known gold, and add
+    the reward."""
+    import regime_w_core as rw
+
+    scores = rw.score_groups([list(g) for g in groups], golds=golds, questions=questions)
+    has_gold = golds is not None and any(g is not None for g in golds)
+    arm_index, s_wm = bandit.assign(scores, explore=learn and has_gold)
+    informative = bandit.update(scores) if learn and has_gold else 0
+    flat_tokens = np.fromiter((t for g in tokens for t in g), dtype=np.float64)
+    if flat_tokens.shape[0] != scores.n_solutions:
+        raise ValueError("token counts do not match the solutions")
+    reward = rewards(scores.correct, s_wm, flat_tokens, scores.offsets, weights or RewardWeights())
+    return ScoredGroups(
+        offsets=scores.offsets, answer=scores.answer, correct=scores.correct,
+        s_end=scores.s_end, s_path=scores.s_path, s_cf=scores.s_cf, s_wm=s_wm,
+        arm=[rw.ARMS[a] for a in arm_index], reward=reward,
+        arm_scores=scores.arm_scores, informative_groups=informative,
+    )
