@@ -104,9 +104,10 @@ def as_dict(cfg: Any) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
-def save_resolved(cfg: Any, section: str, out_dir: str | Path) -> Path:
-    """Write the resolved config as `[section]` TOML next to the output."""
-    out = Path(out_dir) / RESOLVED_CONFIG_NAME
+def save_resolved(cfg: Any, section: str, out_dir: str | Path, name: str = RESOLVED_CONFIG_NAME) -> Path:
+    """Write the resolved config as `[section]` TOML next to the output
+    (`name` lets file outputs sharing a folder keep one each: rollouts.config.toml)."""
+    out = Path(out_dir) / name
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, to_toml({section: as_dict(cfg)}))
     return out
