@@ -93,6 +93,10 @@ def load_base_model(source: str | Path, device: str | None = None, dtype: Any = 
         )
     except OSError as err:
         raise UserError(f"could not load model {src.path_or_id}: {_first_line(err)}") from None
+    if src.gguf_file:
+        # Adapters record their base by this name: make it the .gguf file
+        # itself, so `adapter_base()` points at something loadable.
+        model.config._name_or_path = str(Path(src.path_or_id) / src.gguf_file)
     return model.to(device)
 
 
