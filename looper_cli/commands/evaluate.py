@@ -1,1 +1,110 @@
-"""(commands are being written)"""
+"""`looper eval`, `looper compare`, `looper report`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from looper_cli.app import app
+from looper_cli.commands.common import ConfigOption
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Optional[List[str]] = typer.Option(
+        None, "--checkpoint", help="Adapter folder, model folder, hub id or .gguf file. Repeat to compare.",
+        show_default=False),
+    base_model: Optional[str] = typer.Option(None, help="Base model under an adapter (default: the one "
+                                             "adapter_config.json names).", show_default=False),
+    dataset: Optional[str] = typer.Option(None, help="gsm8k, gsm8k-platinum, or a .jsonl file / folder. "
+                                          "Default: gsm8k.", show_default=False),
+    split: Optional[str] = typer.Option(None, help="Split to evaluate. Default: test.", show_default=False),
+    limit: Optional[int] = typer.Option(None, help="Only the first N questions.", show_default=False),
+    samples: Optional[int] = typer.Option(None, help="K sampled completions per question besides the greedy "
+                                          "one: maj@K, Regime W vote@K, pass@K. Default: 0.", show_default=False),
+    temperature: Optional[float] = typer.Option(None, help="Temperature of the K samples. Default: 0.8.",
+                                                show_default=False),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Default: 512.", show_default=False),
+    batch_size: Optional[int] = typer.Option(None, help="Questions per chunk (written to the log together). "
+                                             "Default: 64.", show_default=False),
+    output: Optional[Path] = typer.Option(None, help="Eval folder (several checkpoints: the parent folder). "
+                                          "Default: outputs/eval/<checkpoint>-<dataset>.", show_default=False),
+    engine: Optional[str] = typer.Option(None, help="auto, hf or fast. Default: auto.", show_default=False),
+    template: Optional[str] = typer.Option(None, help="chat or plain. Default: chat.", show_default=False),
+    bandit: Optional[str] = typer.Option(None, help="Regime W bandit.json (or a run folder) for the vote. "
+                                         "Default: the checkpoint's run's bandit.json, else a fresh one.",
+                                         show_default=False),
+    seed: Optional[int] = typer.Option(None, help="Sampling seed. Default: 0.", show_default=False),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Evaluate checkpoints on GSM8K / GSM8K-Platinum: accuracy (strict, flexible, headline) with 95% CIs.
+
+    Writes examples.jsonl (one row per question, resumable) and summary.json.
+    With two checkpoints, also a paired comparison (McNemar, bootstrap CI).
+
+    Example: `looper eval --checkpoint runs/default/dpo --dataset gsm8k-platinum --samples 8`
+    """
+    from rich.console import Console
+
+    from looper_cli.compare import render_comparison
+    from looper_cli.config import resolve
+    from looper_cli.evaluate import SECTION, EvalStageConfig, render_summary, run_evals
+
+    cfg = resolve(EvalStageConfig, SECTION, config, checkpoint=checkpoint, base_model=base_model,
+                  dataset=dataset, split=split, limit=limit, samples=samples, temperature=temperature,
+                  max_new_tokens=max_new_tokens, batch_size=batch_size, output=output, engine=engine,
+                  template=template, bandit=bandit, seed=seed)
+    result = run_evals(cfg)
+    console = Console()
+    for summary in result["runs"]:
+        console.print(render_summary(summary))
+        console.print(f"log: {summary['output']}/examples.jsonl")
+    for comparison in result["comparisons"]:
+        console.print(render_comparison(comparison))
+
+
+@app.command("compare")
+def compare_command(
+    eval_a: Path = typer.Argument(..., help="Eval folder A (the baseline)."),
+    eval_b: Path = typer.Argument(..., help="Eval folder B (reported as B - A)."),
+    metric: str = typer.Option("accuracy", help="accuracy, strict, flexible, maj, vote or pass."),
+    bootstrap: int = typer.Option(10000, help="Paired bootstrap resamples."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+    output: Optional[Path] = typer.Option(None, help="Also write the result as JSON here.", show_default=False),
+) -> None:
+    """Compare two evals on their shared questions: accuracies with Wilson CIs, McNemar, bootstrap CI.
+
+    Example: `looper compare runs/default/eval/sft-gsm8k runs/default/eval/dpo-gsm8k`
+    """
+    from rich.console import Console
+
+    from looper_cli.compare import compare_eval_dirs, render_comparison
+    from looper_cli.jsonl import atomic_write_json
+
+    result = compare_eval_dirs(eval_a, eval_b, metric=metric, n_boot=bootstrap, seed=seed)
+    if output is not None:
+        atomic_write_json(output, result)
+    Console().print(render_comparison(result))
+
+
+@app.command("report")
+def report_command(
+    run_dir: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
+    output: Optional[Path] = typer.Option(None, help="Default: RUN_DIR/report.", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Plots (PNG) and report.md for a run: accuracy per stage, reward / s_wm by correctness, arm posteriors.
+
+    Example: `looper report runs/default`
+    """
+    from looper_cli.report import make_report
+
+    written = make_report(run_dir, output)
+    if as_json:
+        typer.echo(json.dumps(written, indent=2))
+    else:
+        for path in written["files"]:
+            typer.echo(path)

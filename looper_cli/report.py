@@ -1,0 +1,230 @@
+"""`looper report RUN_DIR`: PNG plots and a short report.md of a run.
+
+- accuracy.png: accuracy per stage with Wilson 95% CIs (run/eval/*/summary.json);
+- scores.png: reward and s_wm distributions, correct vs incorrect (rollouts.jsonl);
+- arms.png: the bandit's Beta posterior mean +- sd per arm (bandit.json).
+
+Each part is drawn from what the run has; a missing part is noted in the
+Markdown, and a folder with none of them is a user error.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from looper_cli.errors import UserError, require_dir
+
+REPORT_DIR_NAME = "report"
+ROLLOUTS_NAME = "rollouts.jsonl"
+STAGE_ORDER = ("base", "sft", "merged", "dpo", "ppo", "grpo")
+
+
+def make_report(run_dir: str | Path, output: str | Path | None = None) -> dict[str, Any]:
+    """Write the plots and report.md; returns {"output", "files"}."""
+    from looper_cli.jsonl import atomic_write_text
+
+    run = require_dir(run_dir, "run folder")
+    out = Path(output) if output is not None else run / REPORT_DIR_NAME
+    evals = eval_summaries(run)
+    rollouts = rollout_scores(run / ROLLOUTS_NAME)
+    arms = arm_posteriors(run)
+    if not evals and not rollouts["n"] and arms is None:
+        raise UserError(f"nothing to report in {run}: no eval/*/summary.json, {ROLLOUTS_NAME} or bandit.json")
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[str] = []
+    sections = [f"# Report: {run.resolve().name}\n"]
+    sections.append(_accuracy_section(evals, out, files))
+    sections.append(_comparison_section(evals))
+    sections.append(_rollout_section(rollouts, out, files))
+    sections.append(_arm_section(arms, out, files))
+    report_md = out / "report.md"
+    atomic_write_text(report_md, "\n".join(s for s in sections if s))
+    files.append(str(report_md))
+    return {"output": str(out), "files": files}
+
+
+# ---------------------------------------------------------------- data
+
+
+def eval_summaries(run: Path) -> list[dict[str, Any]]:
+    """Summaries of run/eval/<stage>-<dataset>/, in pipeline stage order."""
+    import json
+
+    found = []
+    for path in sorted((run / "eval").glob("*/summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # written atomically, so only a foreign file lands here
+        if isinstance(summary, dict) and "accuracy" in summary:
+            found.append({**summary, "name": path.parent.name, "folder": str(path.parent)})
+    return sorted(found, key=_stage_key)
+
+
+def _stage_key(summary: dict[str, Any]) -> tuple[str, int, str]:
+    stage, _, dataset = summary["name"].partition("-")
+    rank = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+    return (dataset, rank, stage)
+
+
+def rollout_scores(path: Path) -> dict[str, Any]:
+    """reward and s_wm of scored rollouts split by correctness."""
+    from looper_cli.jsonl import read_jsonl
+
+    result = read_jsonl(path, required=("correct", "reward", "s_wm"))
+    split: dict[str, dict[str, list[float]]] = {
+        "correct": {"reward": [], "s_wm": []}, "incorrect": {"reward": [], "s_wm": []}}
+    for row in result.rows:
+        if row["correct"] is None:
+            continue  # unknown gold: neither side
+        side = split["correct" if row["correct"] else "incorrect"]
+        side["reward"].append(float(row["reward"]))
+        side["s_wm"].append(float(row["s_wm"]))
+    n = sum(len(s["reward"]) for s in split.values())
+    return {"n": n, "bad_lines": len(result.bad_lines), **split}
+
+
+def arm_posteriors(run: Path) -> dict[str, Any] | None:
+    """Beta posterior mean and sd per arm from the run's bandit.json."""
+    from looper_cli.scoring import BANDIT_STATE_NAME, load_bandit
+
+    path = run / BANDIT_STATE_NAME
+    if not path.is_file():
+        return None
+    import regime_w_core as rw
+
+    bandit = load_bandit(path)
+    alpha, beta = list(map(float, bandit.alpha)), list(map(float, bandit.beta))
+    sd = [math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))) for a, b in zip(alpha, beta)]
+    return {"arms": list(rw.ARMS), "names": list(rw.ARM_NAMES), "mean": list(map(float, bandit.posterior_mean)),
+            "sd": sd, "alpha": alpha, "beta": beta, "updates": int(bandit.n_updates),
+            "best": rw.ARMS[bandit.best_arm()]}
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _accuracy_section(evals: list[dict[str, Any]], out: Path, files: list[str]) -> str:
+    if not evals:
+        return "## Accuracy\n\nNo eval summaries (eval/*/summary.json) in this run.\n"
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(evals) + 2), 4))
+    names = [e["name"] for e in evals]
+    acc = [100 * e["accuracy"] for e in evals]
+    errors = [[100 * (e["accuracy"] - e["accuracy_ci"][0]) for e in evals],
+              [100 * (e["accuracy_ci"][1] - e["accuracy"]) for e in evals]]
+    ax.bar(names, acc, yerr=errors, capsize=4, color="tab:blue")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy per stage (Wilson 95% CI)")
+    ax.tick_params(axis="x", rotation=30)
+    files.append(_save(fig, plt, out / "accuracy.png"))
+    lines = ["## Accuracy\n", "![accuracy](accuracy.png)\n",
+             "| eval | n | accuracy [95% CI] | strict | flexible | maj@K | vote@K |", "|---|---|---|---|---|---|---|"]
+    for e in evals:
+        lines.append(f"| {e['name']} | {e['n']} | {_pct_ci(e['accuracy'], e['accuracy_ci'])} | "
+                     f"{_pct(e.get('accuracy_strict'))} | {_pct(e.get('accuracy_flexible'))} | "
+                     f"{_pct(e.get('maj_at_k'))} | {_pct(e.get('vote_at_k'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _comparison_section(evals: list[dict[str, Any]]) -> str:
+    """Each later stage against the first on the same dataset (paired)."""
+    from looper_cli.compare import compare_eval_dirs
+
+    rows = []
+    by_dataset: dict[str, list[dict[str, Any]]] = {}
+    for e in evals:
+        by_dataset.setdefault(e["name"].partition("-")[2], []).append(e)
+    for group in by_dataset.values():
+        for later in group[1:]:
+            try:
+                c = compare_eval_dirs(group[0]["folder"], later["folder"])
+            except UserError:
+                continue  # no examples.jsonl or no shared questions: nothing paired to say
+            rows.append(f"| {c['b']} vs {c['a']} | {c['n']} | {_pct_ci(c['difference'], c['difference_ci'])} | "
+                        f"{c['mcnemar_exact_p']:.3g} |")
+    if not rows:
+        return ""
+    return "\n".join(["## Paired comparisons\n", "| B vs A | shared | B - A [bootstrap 95% CI] | McNemar exact p |",
+                      "|---|---|---|---|", *rows]) + "\n"
+
+
+def _rollout_section(rollouts: dict[str, Any], out: Path, files: list[str]) -> str:
+    if not rollouts["n"]:
+        return f"## Rollouts\n\nNo scored rollouts ({ROLLOUTS_NAME}) in this run.\n"
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("reward", "s_wm")):
+        for side, colour in (("correct", "tab:green"), ("incorrect", "tab:red")):
+            values = rollouts[side][key]
+            if values:
+                ax.hist(values, bins=20, alpha=0.6, color=colour, label=f"{side} ({len(values)})")
+        ax.set_title(f"{key} by correctness")
+        ax.set_xlabel(key)
+        ax.legend()
+    files.append(_save(fig, plt, out / "scores.png"))
+    lines = ["## Rollouts\n", "![scores](scores.png)\n", "| | solutions | mean reward | mean s_wm |", "|---|---|---|---|"]
+    for side in ("correct", "incorrect"):
+        part = rollouts[side]
+        lines.append(f"| {side} | {len(part['reward'])} | {_mean(part['reward'])} | {_mean(part['s_wm'])} |")
+    if rollouts["bad_lines"]:
+        lines.append(f"\n{rollouts['bad_lines']} damaged line(s) in {ROLLOUTS_NAME} were skipped.")
+    return "\n".join(lines) + "\n"
+
+
+def _arm_section(arms: dict[str, Any] | None, out: Path, files: list[str]) -> str:
+    if arms is None:
+        return "## Regime W arms\n\nNo bandit.json in this run.\n"
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [f"{a}\n{n}" for a, n in zip(arms["arms"], arms["names"])]
+    ax.bar(labels, arms["mean"], yerr=arms["sd"], capsize=4, color="tab:purple")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("posterior mean (Beta) +- sd")
+    ax.set_title(f"Arm posteriors after {arms['updates']} informative groups")
+    ax.tick_params(axis="x", labelsize=7)
+    files.append(_save(fig, plt, out / "arms.png"))
+    lines = ["## Regime W arms\n", "![arms](arms.png)\n", f"Best arm: **{arms['best']}**.\n",
+             "| arm | name | mean | sd | alpha | beta |", "|---|---|---|---|---|---|"]
+    for i, arm in enumerate(arms["arms"]):
+        lines.append(f"| {arm} | {arms['names'][i]} | {arms['mean'][i]:.3f} | {arms['sd'][i]:.3f} | "
+                     f"{arms['alpha'][i]:.1f} | {arms['beta'][i]:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _save(fig: Any, plt: Any, path: Path) -> str:
+    """PNG written to a temporary name then renamed: a kill never leaves half a plot."""
+    import os
+
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _pct_ci(value: float, ci: list[float]) -> str:
+    return f"{100 * value:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _mean(values: list[float]) -> str:
+    return f"{sum(values) / len(values):.3f}" if values else "-"
