@@ -1,0 +1,214 @@
+"""On-policy RL with the Regime W reward: PPO's clipped surrogate objective
+with group-relative advantages (no value model), through TRL's GRPOTrainer,
+or RLOOTrainer with `algo = "rloo"` (leave-one-out baselines).
+
+For each prompt the policy samples `num_generations` answers; the group is
+scored by the compiled Regime W core (looper_cli.scoring.score_groups) and
+rewarded by the public formula in looper_cli.reward. The bandit that picks
+the coherence arm learns as training goes and its state is kept in
+bandit.json (in the output folder and in every checkpoint, so a resumed run
+carries on from the state its checkpoint saw).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from looper_cli import training
+from looper_cli.errors import UserError
+from looper_cli.training import LoraOptions, TrainOptions
+
+SECTION = "ppo"
+
+
+@dataclass
+class PPOStageConfig(LoraOptions, TrainOptions):
+    sft: Optional[Path] = None  # start from the SFT output ...
+    dpo: Optional[Path] = None  # ... or from the DPO output
+    base_model: Optional[str] = None
+    data: str = "gsm8k"
+    split: str = "train"
+    algo: Literal["grpo", "rloo"] = "grpo"
+    num_generations: int = 8
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    alpha: float = 1.0  # reward weight: correctness
+    beta: float = 0.5  # reward weight: Regime W coherence (s_wm)
+    gamma: float = 0.1  # reward weight: length penalty
+    kl_beta: float = 0.0  # KL to the starting policy (0 = no reference model)
+    clip_epsilon: float = 0.2  # PPO ratio clip
+    bandit_state: Optional[Path] = None  # initial bandit.json (e.g. from rollouts)
+    lr: float = 1e-5
+    batch_size: int = 8  # completions per device per step
+
+
+class RegimeWReward:
+    """TRL reward function: groups completions by question id, scores the
+    groups with Regime W, returns the reward per completion in input order."""
+
+    __name__ = "regime_w"
+
+    def __init__(self, bandit: Any, weights: Any):
+        self.bandit = bandit
+        self.weights = weights
+        self.seen = 0
+        self.reward_sum = 0.0
+        self.correct_sum = 0.0
+        self.known = 0
+
+    def __call__(self, prompts: list[str], completions: list[str], completion_ids: list[list[int]],
+                 question_id: list[str], gold: list[Optional[float]], question: list[str],
+                 log_metric: Any = None, **_: Any) -> list[float]:
+        from looper_cli.scoring import score_groups
+
+        order: "OrderedDict[str, list[int]]" = OrderedDict()
+        for i, qid in enumerate(question_id):
+            order.setdefault(qid, []).append(i)
+        members = list(order.values())
+        scored = score_groups(
+            [[completions[i] for i in idx] for idx in members],
+            [[len(completion_ids[i]) for i in idx] for idx in members],
+            self.bandit,
+            golds=[gold[idx[0]] for idx in members],
+            questions=[question[idx[0]] for idx in members],
+            weights=self.weights,
+            learn=True,
+        )
+        rewards = [0.0] * len(completions)
+        flat = [i for idx in members for i in idx]
+        for pos, i in enumerate(flat):
+            rewards[i] = float(scored.reward[pos])
+        self._log(scored, log_metric)
+        return rewards
+
+    def _log(self, scored: Any, log_metric: Any) -> None:
+        known = scored.correct >= 0
+        accuracy = float((scored.correct[known] == 1).mean()) if known.any() else None
+        self.seen += len(scored.reward)
+        self.reward_sum += float(scored.reward.sum())
+        self.known += int(known.sum())
+        self.correct_sum += float((scored.correct == 1).sum())
+        if log_metric is not None:
+            log_metric("s_wm", float(scored.s_wm.mean()))
+            if accuracy is not None:
+                log_metric("accuracy", accuracy)
+
+    def totals(self) -> dict[str, Optional[float]]:
+        return {"mean_reward": self.reward_sum / self.seen if self.seen else None,
+                "accuracy": self.correct_sum / self.known if self.known else None}
+
+
+def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
+    """Train with the Regime W reward; save the adapter (or model), tokenizer,
+    config.toml, bandit.json and summary.json; return the summary."""
+    start = start_checkpoint(cfg)
+    out_dir = training.output_dir(cfg, SECTION)
+    done = training.finished_summary(cfg, out_dir)
+    if done is not None:
+        return done
+    resume_from = training.check_output_dir(cfg, out_dir)
+    training.quiet_hf_logging()
+
+    from looper_cli.reward import RewardWeights
+
+    model, tokenizer, adapter = training.load_trainable_policy(start, cfg.base_model, "--sft/--dpo")
+    dataset = ppo_dataset(cfg, tokenizer)
+    reward = RegimeWReward(load_bandit_state(cfg, out_dir, resume_from),
+                           RewardWeights(cfg.alpha, cfg.beta, cfg.gamma))
+    progress = training.progress_callback(cfg.algo)
+    trainer = build_trainer(cfg, model, tokenizer, dataset, reward, out_dir,
+                            peft_config=None if adapter is not None or cfg.full else training.lora_config(cfg))
+    training.add_progress(trainer, progress)
+    trainer.add_callback(bandit_saver(reward, out_dir))
+    summary = training.train_and_summarise(
+        trainer, cfg.algo, out_dir, resume_from, progress,
+        extra={"prompts": len(dataset), "num_generations": cfg.num_generations,
+               **training.stage_summary_fields(cfg)},
+    )
+    summary.update(reward.totals())
+    training.drop_reference_adapter(trainer.model)
+    trainer.save_model(str(out_dir))
+    if trainer.is_world_process_zero():
+        from looper_cli.scoring import BANDIT_STATE_NAME, save_bandit
+
+        save_bandit(reward.bandit, out_dir / BANDIT_STATE_NAME)
+    training.save_tokenizer_and_config(tokenizer, cfg, SECTION, out_dir)
+    training.write_summary(summary, out_dir, trainer.is_world_process_zero())
+    return summary
+
+
+def start_checkpoint(cfg: PPOStageConfig) -> Path:
+    if (cfg.sft is None) == (cfg.dpo is None):
+        raise UserError("ppo needs exactly one of --sft DIR or --dpo DIR (the policy to start from)")
+    return Path(cfg.sft or cfg.dpo)  # type: ignore[arg-type]
+
+
+def ppo_dataset(cfg: PPOStageConfig, tokenizer: Any) -> Any:
+    """prompt + the columns the reward needs (question id, gold, question)."""
+    from datasets import Dataset
+
+    from looper_cli.data import load_problems
+    from looper_cli.prompts import build_prompt
+
+    problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
+    return Dataset.from_list([{"prompt": build_prompt(tokenizer, p.question, cfg.template),
+                               "question_id": p.id, "gold": p.gold, "question": p.question}
+                              for p in problems])
+
+
+def build_trainer(cfg: PPOStageConfig, model: Any, tokenizer: Any, dataset: Any, reward: Any,
+                  out_dir: Path, peft_config: Any) -> Any:
+    if cfg.batch_size % cfg.num_generations:
+        raise UserError(f"--batch-size ({cfg.batch_size}) must be a multiple of --num-generations "
+                        f"({cfg.num_generations}) so every group is scored whole")
+    device = training.train_device()
+    common = training.trl_args(
+        cfg, out_dir, device,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        beta=cfg.kl_beta,
+        epsilon=cfg.clip_epsilon,
+        include_num_input_tokens_seen="no",  # the RL trainers count tokens themselves
+        remove_unused_columns=False,  # the reward reads question_id / gold / question
+    )
+    if cfg.algo == "rloo":
+        from trl import RLOOConfig, RLOOTrainer
+
+        return RLOOTrainer(model=model, reward_funcs=[reward], args=RLOOConfig(**common),
+                           train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    from trl import GRPOConfig, GRPOTrainer
+
+    return GRPOTrainer(model=model, reward_funcs=[reward], args=GRPOConfig(**common),
+                       train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+
+
+def load_bandit_state(cfg: PPOStageConfig, out_dir: Path, resume_from: Optional[str]) -> Any:
+    """The bandit a resumed run's checkpoint saved; else bandit.json in the
+    output folder; else `bandit_state`; else a fresh seeded one."""
+    from looper_cli.scoring import BANDIT_STATE_NAME, load_bandit
+
+    candidates = [Path(resume_from) / BANDIT_STATE_NAME if resume_from else None,
+                  out_dir / BANDIT_STATE_NAME, cfg.bandit_state]
+    found = next((c for c in candidates if c is not None and Path(c).is_file()), None)
+    return load_bandit(found, seed=cfg.seed)
+
+
+def bandit_saver(reward: RegimeWReward, out_dir: Path) -> Any:
+    """Saves the bandit with each checkpoint (and beside the output)."""
+    from transformers import TrainerCallback
+
+    from looper_cli.scoring import BANDIT_STATE_NAME, save_bandit
+
+    class BanditSaver(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                checkpoint = out_dir / f"checkpoint-{state.global_step}"
+                if checkpoint.is_dir():
+                    save_bandit(reward.bandit, checkpoint / BANDIT_STATE_NAME)
+                save_bandit(reward.bandit, out_dir / BANDIT_STATE_NAME)
+
+    return BanditSaver()

@@ -1,0 +1,93 @@
+"""Supervised fine-tuning on GSM8K-style problems with TRL's SFTTrainer.
+
+Each example is a prompt (the tutoring prompt from looper_cli.prompts) and a
+completion (the reference solution ending in `#### N`); the loss covers the
+completion only. LoRA (PEFT) by default, full fine-tune with `full`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from looper_cli import training
+from looper_cli.training import LoraOptions, TrainOptions
+
+SECTION = "sft"
+
+
+@dataclass
+class SFTStageConfig(LoraOptions, TrainOptions):
+    base_model: str = ""
+    data: str = "gsm8k"
+    split: str = "train"
+
+
+def run_sft(cfg: SFTStageConfig) -> dict[str, Any]:
+    """Train, save the adapter (or full model) + tokenizer + config.toml, and
+    return the run summary (also written as summary.json)."""
+    from looper_cli.errors import UserError
+
+    if not cfg.base_model:
+        raise UserError("sft needs --base-model (a hub id, a model folder or a .gguf file)")
+    out_dir = training.output_dir(cfg, SECTION)
+    done = training.finished_summary(cfg, out_dir)
+    if done is not None:
+        return done
+    resume_from = training.check_output_dir(cfg, out_dir)
+    training.quiet_hf_logging()
+
+    from trl import SFTConfig, SFTTrainer
+
+    from looper_cli.models import load_base_model, load_tokenizer
+
+    base = _absolute_if_local(cfg.base_model)
+    tokenizer = load_tokenizer(base, padding_side="right")
+    dataset = sft_dataset(cfg, tokenizer)
+    device = training.train_device()
+    model = load_base_model(base, device=device)
+    args = SFTConfig(**training.trl_args(
+        cfg, out_dir, device,
+        max_length=cfg.max_length,
+        completion_only_loss=True,  # learn the solution, not the question
+        dataset_num_proc=None,
+    ))
+    progress = training.progress_callback("sft")
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+        peft_config=None if cfg.full else training.lora_config(cfg),
+    )
+    training.add_progress(trainer, progress)
+    summary = training.train_and_summarise(
+        trainer, "sft", out_dir, resume_from, progress,
+        extra={"examples": len(dataset), "mode": "full" if cfg.full else "lora",
+               **training.stage_summary_fields(cfg)},
+    )
+    trainer.save_model(str(out_dir))  # adapter only under LoRA; the whole model with --full
+    training.save_tokenizer_and_config(tokenizer, cfg, SECTION, out_dir)
+    training.write_summary(summary, out_dir, trainer.is_world_process_zero())
+    return summary
+
+
+def sft_dataset(cfg: SFTStageConfig, tokenizer: Any) -> Any:
+    """prompt/completion rows from the problems (prompt-completion format:
+    TRL masks the prompt out of the loss)."""
+    from datasets import Dataset
+
+    from looper_cli.data import load_problems
+    from looper_cli.prompts import build_prompt, completion_target
+
+    problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
+    rows = [{"prompt": build_prompt(tokenizer, p.question, cfg.template),
+             "completion": completion_target(p.answer, cfg.template, tokenizer.eos_token),
+             "question_id": p.id} for p in problems]
+    return Dataset.from_list(rows)
+
+
+def _absolute_if_local(spec: str) -> str:
+    """A local base model is recorded by absolute path in the adapter config,
+    so later stages find it from any working directory."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+

@@ -1,0 +1,317 @@
+"""What the training stages (sft, dpo, ppo) share: the common options, TRL
+argument building, a Rich progress callback, resume detection, and the
+end-of-run summary (summary.json + a table).
+
+Heavy libraries are imported inside functions: the commands import this
+module to build `--help`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from looper_cli.errors import UserError
+from looper_cli.jsonl import atomic_write_json
+
+SUMMARY_NAME = "summary.json"
+DEFAULT_RUN = "default"
+ReportTo = Literal["none", "tensorboard", "wandb"]
+
+
+@dataclass
+class TrainOptions:
+    """Options every training stage has (each stage's config inherits them)."""
+
+    run: str = DEFAULT_RUN  # checkpoints/<run>/<stage> when no output is given
+    output: Optional[Path] = None
+    epochs: float = 1.0
+    max_steps: Optional[int] = None  # overrides epochs when set
+    lr: float = 2e-4
+    batch_size: int = 4  # per device
+    grad_accum: int = 1
+    max_length: int = 1024
+    template: Literal["chat", "plain"] = "chat"
+    limit: Optional[int] = None  # use only the first N examples
+    seed: int = 0
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 5
+    resume: bool = False
+    gpus: Optional[int] = None
+    accelerate_config: Optional[Path] = None
+    report_to: ReportTo = "none"
+
+
+@dataclass
+class LoraOptions:
+    """LoRA options for the stages that create or extend an adapter."""
+
+    full: bool = False  # full fine-tune instead of LoRA
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = "all-linear"  # or a comma list: q_proj,v_proj
+
+
+def output_dir(opts: TrainOptions, stage: str) -> Path:
+    return Path(opts.output) if opts.output else Path("checkpoints") / opts.run / stage
+
+
+def train_device() -> str:
+    """The device this process trains on: its own GPU under a multi-GPU
+    launch (so rank 3 never loads a copy onto GPU 0), the CPU without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
+
+def lora_config(opts: LoraOptions) -> Any:
+    from peft import LoraConfig
+
+    targets: Any = opts.lora_targets
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def trl_args(opts: TrainOptions, out_dir: Path, device: str, **stage_args: Any) -> dict[str, Any]:
+    """Keyword arguments shared by every TRL *Config: schedule, precision
+    (bf16 on GPU, fp32 on CPU), checkpointing, logging; stage extras win."""
+    on_gpu = device.startswith("cuda")
+    args: dict[str, Any] = dict(
+        output_dir=str(out_dir),
+        num_train_epochs=opts.epochs,
+        max_steps=opts.max_steps if opts.max_steps else -1,
+        learning_rate=opts.lr,
+        per_device_train_batch_size=opts.batch_size,
+        gradient_accumulation_steps=opts.grad_accum,
+        seed=opts.seed,
+        bf16=on_gpu,
+        use_cpu=not on_gpu,
+        save_strategy="steps",
+        save_steps=opts.save_steps,
+        save_total_limit=opts.save_total_limit,
+        logging_steps=opts.logging_steps,
+        report_to=[] if opts.report_to == "none" else [opts.report_to],
+        disable_tqdm=True,  # our Rich bar replaces HF's tqdm
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False if on_gpu else None,
+    )
+    args.update(stage_args)
+    return args
+
+
+def check_output_dir(opts: TrainOptions, out_dir: Path) -> Optional[str]:
+    """The checkpoint to resume from, or None for a fresh start. A folder with
+    checkpoints from an earlier run and no --resume is refused, so finished
+    work is never overwritten by accident."""
+    last = last_checkpoint(out_dir)
+    if opts.resume:
+        return last
+    if last is not None:
+        raise UserError(f"{out_dir} already holds checkpoints ({Path(last).name}); "
+                        "pass --resume to continue, or choose another --output")
+    return None
+
+
+def last_checkpoint(out_dir: Path) -> Optional[str]:
+    """The newest complete `checkpoint-N` folder (one cut by a kill while
+    being written is skipped: it lacks trainer_state.json)."""
+    if not out_dir.is_dir():
+        return None
+    steps = []
+    for child in out_dir.glob("checkpoint-*"):
+        suffix = child.name.split("-", 1)[1]
+        if suffix.isdigit() and (child / "trainer_state.json").is_file():
+            steps.append((int(suffix), child))
+    return str(max(steps)[1]) if steps else None
+
+
+def finished_summary(opts: TrainOptions, out_dir: Path) -> Optional[dict[str, Any]]:
+    """With --resume, a stage whose summary.json exists is already done."""
+    path = out_dir / SUMMARY_NAME
+    if opts.resume and path.is_file():
+        return json.loads(path.read_text())
+    return None
+
+
+def progress_callback(stage: str) -> Any:
+    """A TrainerCallback drawing a Rich bar (main process only) and keeping
+    the losses for the summary."""
+    from transformers import TrainerCallback
+
+    from looper_cli.progress import make_progress
+
+    class RichTrainProgress(TrainerCallback):
+        def __init__(self) -> None:
+            self.progress: Any = None
+            self.task: Any = None
+            self.losses: list[float] = []
+            self.last_logs: dict[str, float] = {}
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                from rich.progress import TextColumn
+
+                self.progress = make_progress(TextColumn("{task.fields[info]}"))
+                self.progress.start()
+                self.task = self.progress.add_task(stage, total=state.max_steps,
+                                                   completed=state.global_step, info="")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "loss" in logs and _is_number(logs["loss"]):
+                self.losses.append(float(logs["loss"]))
+            self.last_logs.update({k: float(v) for k, v in logs.items() if _is_number(v)})
+            if self.progress is not None:
+                self.progress.update(self.task, info=_short_logs(logs))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.update(self.task, completed=state.global_step)
+                self.progress.stop()
+                self.progress = None
+
+    return RichTrainProgress()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short_logs(logs: dict[str, Any]) -> str:
+    keys = ("loss", "reward", "rewards/accuracy/mean", "rewards/margins", "learning_rate")
+    return "  ".join(f"{k.split('/')[-2] if k.count('/') > 1 else k}={logs[k]:.4g}"
+                     for k in keys if _is_number(logs.get(k)))
+
+
+def quiet_hf_logging() -> None:
+    """HF's own bars and info chatter would fight the Rich bar."""
+    import warnings
+
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    huggingface_hub.utils.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def add_progress(trainer: Any, progress: Any) -> None:
+    """Swap HF's printer/tqdm callbacks for our Rich bar."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(progress)
+
+
+def train_and_summarise(trainer: Any, stage: str, out_dir: Path, resume_from: Optional[str],
+                        progress: Any, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Train (resuming when asked), then build, write and print the summary."""
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - started
+    state = trainer.state
+    losses = progress.losses or ([float(result.training_loss)] if _is_number(result.training_loss) else [])
+    tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+    summary: dict[str, Any] = {
+        "stage": stage,
+        "steps": int(state.global_step),
+        "resumed_from": resume_from,
+        "final_loss": losses[-1] if losses else None,
+        "mean_loss": sum(losses) / len(losses) if losses else None,
+        "first_loss": losses[0] if losses else None,
+        "seconds": round(seconds, 3),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 and tokens else None,
+        "output_dir": str(out_dir),
+        **(extra or {}),
+    }
+    return summary
+
+
+def write_summary(summary: dict[str, Any], out_dir: Path, is_main: bool = True) -> None:
+    if not is_main:
+        return
+    atomic_write_json(out_dir / SUMMARY_NAME, summary)
+    print_summary(summary)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"looper {summary.get('stage', '')}: done", show_header=False)
+    rows = [("steps", summary.get("steps")), ("final loss", summary.get("final_loss")),
+            ("mean loss", summary.get("mean_loss")), ("time (s)", summary.get("seconds")),
+            ("tokens/s", summary.get("tokens_per_s")), ("output", summary.get("output_dir"))]
+    rows += [(k, v) for k, v in summary.items() if k.startswith(("mean_reward", "accuracy"))]
+    for name, value in rows:
+        table.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def save_tokenizer_and_config(tokenizer: Any, cfg: Any, section: str, out_dir: Path) -> None:
+    from looper_cli.config import save_resolved
+
+    if is_main_process():
+        tokenizer.save_pretrained(out_dir)
+        save_resolved(cfg, section, out_dir)
+
+
+def stage_summary_fields(cfg: Any) -> dict[str, Any]:
+    """The few config values worth repeating in the summary."""
+    names = ("base_model", "data", "sft", "dpo", "prefs", "algo", "full")
+    return {k: str(v) for k, v in dataclasses.asdict(cfg).items() if k in names and v is not None}
+
+
+def load_trainable_policy(checkpoint: Any, base_model: Optional[str], flag: str) -> tuple[Any, Any, Optional[str]]:
+    """(model, tokenizer, adapter path or None) from an earlier stage's output:
+    an adapter folder (loaded trainable on its base) or a full model folder.
+    The tokenizer saved with the stage wins over the base model's."""
+    from looper_cli.errors import require_dir
+    from looper_cli.models import load_model, load_tokenizer, resolve_checkpoint
+
+    require_dir(checkpoint, f"{flag} checkpoint folder")
+    base, adapter = resolve_checkpoint(checkpoint, base_model)
+    tokenizer = load_tokenizer(checkpoint if _has_tokenizer(checkpoint) else base)
+    model = load_model(base, adapter, device=train_device(), trainable=True)
+    return model, tokenizer, adapter
+
+
+def _has_tokenizer(folder: Any) -> bool:
+    return any((Path(folder) / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def drop_reference_adapter(model: Any) -> None:
+    """Remove the frozen "ref" adapter copy TRL's DPO/GRPO trainers add to a
+    PeftModel, so only the trained adapter is saved."""
+    peft_config = getattr(model, "peft_config", None)
+    if isinstance(peft_config, dict) and "ref" in peft_config:
+        model.delete_adapter("ref")
+        model.set_adapter("default")
