@@ -59,7 +59,12 @@ def _fast_engine_usable(model: Any) -> bool:
         from looper_cli.engine import FastGenerator
     except ImportError:
         return False
-    return FastGenerator.supports(model)
+    return FastGenerator.supports(model) and _on_cuda(model)
+
+
+def _on_cuda(model: Any) -> bool:
+    param = next(iter(model.parameters()), None)
+    return param is not None and param.device.type == "cuda"
 
 
 def length_sorted_batches(prompt_lengths: Sequence[int], prompts_per_batch: int) -> list[list[int]]:
@@ -118,10 +123,15 @@ class HFGenerator:
         return [completions[j * k:(j + 1) * k] for j in range(len(batch_ids))]
 
     def _completion(self, ids: list[int]) -> Completion:
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        finished = eos in ids
-        if finished:
-            ids = ids[:ids.index(eos)]
-        while ids and ids[-1] == pad and pad != eos:
-            ids = ids[:-1]
-        return Completion(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), finished)
+        return completion_from_ids(self.tokenizer, ids)
+
+
+def completion_from_ids(tokenizer: Any, ids: list[int]) -> Completion:
+    """Generated token ids (EOS and trailing pads included or not) as a Completion."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    finished = eos in ids
+    if finished:
+        ids = ids[:ids.index(eos)]
+    while ids and ids[-1] == pad and pad != eos:
+        ids = ids[:-1]
+    return Completion(tokenizer.decode(ids, skip_special_tokens=True), len(ids), finished)

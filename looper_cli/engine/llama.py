@@ -1,0 +1,138 @@
+"""A direct Llama-family forward over a static KV cache.
+
+It calls the model's own modules (embeddings, RMSNorms, q/k/v/o projections,
+MLP, lm_head), so weights are read in place and PEFT LoRA layers still apply;
+only attention and the cache are ours. Layout is left-padded: all sequences
+of a batch write the same cache slot at each step, so one captured graph
+serves every step of a batch (the write index is a device tensor).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_MODEL_TYPES = {"llama"}
+
+
+def base_causal_lm(model: Any) -> Any:
+    """The `...ForCausalLM` under a PEFT wrapper (LoRA layers stay injected)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def is_llama_family(model: Any) -> bool:
+    lm = base_causal_lm(model)
+    cfg = getattr(lm, "config", None)
+    inner = getattr(lm, "model", None)
+    return (
+        getattr(cfg, "model_type", None) in SUPPORTED_MODEL_TYPES
+        and getattr(cfg, "sliding_window", None) is None
+        and hasattr(inner, "layers") and hasattr(inner, "rotary_emb") and hasattr(lm, "lm_head")
+    )
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class LlamaRunner:
+    def __init__(self, model: Any):
+        lm = base_causal_lm(model)
+        cfg = lm.config
+        self.embed, self.layers = lm.model.embed_tokens, list(lm.model.layers)
+        self.norm, self.head, self.rotary = lm.model.norm, lm.lm_head, lm.model.rotary_emb
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.scale = self.head_dim ** -0.5
+        self.device, self.dtype = self.embed.weight.device, self.embed.weight.dtype
+        self.cache_k: torch.Tensor | None = None
+        self.cache_v: torch.Tensor | None = None
+
+    # -- cache -----------------------------------------------------------
+    def ensure_cache(self, batch: int, length: int) -> bool:
+        """Make room for `batch` sequences of `length` tokens; True when the
+        cache was (re)allocated, so graphs captured on the old one are stale."""
+        if self.cache_k is not None and self.cache_k.shape[1] >= batch and self.cache_k.shape[3] >= length:
+            return False
+        self.cache_k = self.cache_v = None  # free first: the old cache may be most of the memory
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        shape = (len(self.layers), batch, self.kv_heads, length, self.head_dim)
+        self.cache_k = torch.empty(shape, device=self.device, dtype=self.dtype)
+        self.cache_v = torch.empty(shape, device=self.device, dtype=self.dtype)
+        # cos/sin for every position once, from the model's own rotary module
+        # (llama3 / linear rope scaling included); steps just index the table.
+        positions = torch.arange(length, device=self.device)[None]
+        cos, sin = self.rotary(self.cache_k[0, :1, 0], positions)
+        self.cos, self.sin = cos[0], sin[0]
+        return True
+
+    @property
+    def capacity(self) -> int:
+        return 0 if self.cache_k is None else self.cache_k.shape[3]
+
+    # -- forward pieces ----------------------------------------------------
+    def _qkv(self, layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        b, t, _ = x.shape
+        att = layer.self_attn
+        q = att.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = att.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = att.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        return rotate(q, cos, sin), rotate(k, cos, sin), v
+
+    def _finish_layer(self, layer: Any, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        x = x + layer.self_attn.o_proj(attn.transpose(1, 2).reshape(b, t, -1))
+        return x + layer.mlp(layer.post_attention_layernorm(x))
+
+    def prefill(self, ids: torch.Tensor, starts: torch.Tensor, samples: int) -> torch.Tensor:
+        """Run left-padded prompts `ids` [b, P] once; write their KV into cache
+        rows [0, b*samples) (each prompt's KV copied to its `samples` rows) and
+        return the last position's logits [b, vocab] in float32."""
+        b, length = ids.shape
+        j = torch.arange(length, device=ids.device)
+        positions = (j[None] - starts[:, None]).clamp(min=0)
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
+        causal = j[None, :] <= j[:, None]
+        real_key = j[None, None, :] >= starts[:, None, None]
+        # Pad rows attend to themselves only, so no softmax row is empty (NaN).
+        mask = ((causal[None] & real_key) | torch.eye(length, dtype=torch.bool, device=ids.device))[:, None]
+        x = self.embed(ids)
+        for n, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, layer.input_layernorm(x), cos, sin)
+            self.cache_k[n, :b * samples, :, :length] = k.repeat_interleave(samples, dim=0)
+            self.cache_v[n, :b * samples, :, :length] = v.repeat_interleave(samples, dim=0)
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=True)
+            x = self._finish_layer(layer, x, attn)
+        return self.head(self.norm(x[:, -1])).float()
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, starts: torch.Tensor,
+               write_at: torch.Tensor, attend: int) -> torch.Tensor:
+        """One step for B sequences: feed `tokens` [B] at cache slot `write_at`
+        (0-d tensor), attend over slots [0, attend), return logits [B, vocab].
+        Shapes depend only on (B, attend): capturable as one CUDA graph."""
+        batch = tokens.shape[0]
+        group = self.heads // self.kv_heads
+        cos, sin = self.cos[positions][:, None, None], self.sin[positions][:, None, None]
+        slots = torch.arange(attend, device=tokens.device)
+        visible = (slots[None] >= starts[:, None]) & (slots[None] <= write_at)
+        bias = torch.zeros(visible.shape, device=tokens.device).masked_fill(~visible, float("-inf"))
+        bias = bias[:, None, None]  # [B, 1, 1, attend]
+        x = self.embed(tokens)[:, None]
+        for n, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, layer.input_layernorm(x), cos, sin)
+            keys, values = self.cache_k[n, :batch], self.cache_v[n, :batch]
+            keys.index_copy_(2, write_at.view(1), k)
+            values.index_copy_(2, write_at.view(1), v)
+            # GQA without copying the cache: the `group` query heads of one
+            # KV head form the rows of one small matmul against that head.
+            qg = q.reshape(batch, self.kv_heads, group, self.head_dim)
+            scores = torch.matmul(qg, keys[:, :, :attend].transpose(-1, -2)).float() * self.scale
+            probs = torch.softmax(scores + bias, dim=-1).to(values.dtype)
+            attn = torch.matmul(probs, values[:, :, :attend])  # [B, kv, group, d]
+            x = self._finish_layer(layer, x, attn.reshape(batch, self.heads, 1, self.head_dim))
+        return self.head(self.norm(x[:, 0])).float()
