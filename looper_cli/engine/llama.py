@@ -62,8 +62,10 @@ class LlamaRunner:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         shape = (len(self.layers), batch, self.kv_heads, length, self.head_dim)
-        self.cache_k = torch.empty(shape, device=self.device, dtype=self.dtype)
-        self.cache_v = torch.empty(shape, device=self.device, dtype=self.dtype)
+        # Zeros, not empty: masked slots still meet the matmuls, and a NaN
+        # left in fresh memory would survive the mask (NaN * 0 = NaN).
+        self.cache_k = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        self.cache_v = torch.zeros(shape, device=self.device, dtype=self.dtype)
         # cos/sin for every position once, from the model's own rotary module
         # (llama3 / linear rope scaling included); steps just index the table.
         positions = torch.arange(length, device=self.device)[None]
