@@ -10,7 +10,20 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
-__all__: list[str]
+__all__ = [
+    "ARMS",
+    "ARM_NAMES",
+    "Answer",
+    "BatchScores",
+    "Bandit",
+    "ExtractMode",
+    "answers_equal",
+    "extract_answer",
+    "extract_answers",
+    "pairwise_similarity",
+    "score_groups",
+    "__version__",
+]
 
 #: The eight arms, in index order (0..7).
 ARMS: list[str]  # ["W1", "W2", "W3", "W4", "M1", "M2", "M3", "M4"]
@@ -93,7 +106,10 @@ def pairwise_similarity(
 class Bandit:
     """Seeded Thompson sampling over the eight arms (Beta posteriors)."""
 
-    def __init__(self, seed: int = 0, prior_alpha: float = 1.0, prior_beta: float = 1.0) -> None: ...
+    def __new__(cls, seed: int = 0, prior_alpha: float = 1.0, prior_beta: float = 1.0) -> Bandit: ...
+    @property
+    def seed(self) -> int:
+        """The seed the bandit was created with (kept in its JSON state)."""
     @property
     def alpha(self) -> npt.NDArray[np.float64]: ...  # (8,)
     @property

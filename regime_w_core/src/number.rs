@@ -26,7 +26,7 @@ pub fn parse_unsigned(b: &[u8], mut i: usize) -> Option<(usize, f64)> {
     let mut approx = 0.0f64;
     let mut digits = 0usize;
     let mut decimals = 0i32;
-    let mut push = |d: u8, mant: &mut u64, approx: &mut f64| {
+    let push = |d: u8, mant: &mut u64, approx: &mut f64| {
         *mant = mant.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
         *approx = *approx * 10.0 + f64::from(d - b'0');
     };
