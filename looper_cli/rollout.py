@@ -121,7 +121,6 @@ def run_rollout(cfg: RolloutStageConfig) -> dict[str, Any]:
         started = time.perf_counter()
         generated = generate_pending(cfg, pending, shards, done=len(problems) - len(pending),
                                      total=len(problems))
-        gen_seconds = time.perf_counter() - started
         store = collect_complete_groups(output, shards, cfg.samples, compact=False)
         missing = [p.id for p in problems if p.id not in store.groups]
         if missing:
@@ -130,7 +129,7 @@ def run_rollout(cfg: RolloutStageConfig) -> dict[str, Any]:
         order = {p.id: i for i, p in enumerate(problems)}
         rows = merge_and_score(output, store, order, cfg)
     save_resolved(cfg, SECTION, output.parent, name=output.stem + ".config.toml")
-    summary = rollout_summary(rows, cfg, generated, gen_seconds, time.perf_counter() - started)
+    summary = rollout_summary(rows, cfg, generated, time.perf_counter() - started)
     atomic_write_json(summary_path(output), summary)
     print_rollout_summary(summary)
     return summary
@@ -284,7 +283,8 @@ def generate_pending(cfg: RolloutStageConfig, pending: list[Any], shards: Path, 
             run_shard_job(jobs[0], tracker.handle)  # one worker: no process to spawn
         elif jobs:
             _run_worker_processes(jobs, tracker)
-    return {"questions": tracker.questions, "solutions": tracker.solutions, "tokens": tracker.tokens}
+    return {"questions": tracker.questions, "solutions": tracker.solutions, "tokens": tracker.tokens,
+            "seconds": tracker.generation_seconds()}
 
 
 class _ProgressTracker:
@@ -296,22 +296,31 @@ class _ProgressTracker:
         from looper_cli.progress import make_progress
 
         self.questions = self.solutions = self.tokens = 0
-        self.started = time.perf_counter()
+        self.started: Optional[float] = None  # first worker ready: model loading is not generation
+        self.finished: Optional[float] = None
         self.progress = make_progress(TextColumn("{task.fields[info]}"))
         self.task = self.progress.add_task("rollout", total=total, completed=done, info="")
 
     def handle(self, message: tuple) -> None:
         kind = message[0]
-        if kind == "group":
+        if kind == "ready" and self.started is None:
+            self.started = time.perf_counter()
+        elif kind == "group":
             _, _, solutions, tokens = message
             self.questions += 1
             self.solutions += solutions
             self.tokens += tokens
-            rate = self.tokens / max(1e-9, time.perf_counter() - self.started)
+            self.finished = time.perf_counter()
+            rate = self.tokens / max(1e-9, self.finished - (self.started or self.finished))
             self.progress.update(self.task, advance=1,
                                  info=f"{self.solutions} solutions  {rate:,.0f} tok/s")
         elif kind == "error":
             raise UserError(message[2])
+
+    def generation_seconds(self) -> float:
+        if self.started is None or self.finished is None:
+            return 0.0
+        return self.finished - self.started
 
     def __enter__(self) -> "_ProgressTracker":
         self.progress.start()
@@ -401,10 +410,12 @@ def run_shard_job(job: ShardJob, report: Report) -> None:
     if job.threads:
         torch.set_num_threads(job.threads)
     cfg = job.cfg
+    _quiet_transformers()
     tokenizer = load_tokenizer(cfg.base_model)
     model = load_model(cfg.base_model, cfg.adapter)
     model.eval()
     generator = _make_generator(model, tokenizer, cfg.engine)
+    report(("ready", job.index))
     try:
         prompts = [build_prompt(tokenizer, p["question"], cfg.template) for p in job.problems]
     except ValueError as err:
@@ -420,6 +431,14 @@ def run_shard_job(job: ShardJob, report: Report) -> None:
 
         generator.generate(prompts, sampling, on_prompt_done)
     report(("done", job.index))
+
+
+def _quiet_transformers() -> None:
+    """transformers' own loading bars would fight the Rich bar."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()
 
 
 def _make_generator(model: Any, tokenizer: Any, engine: str) -> Any:
@@ -544,14 +563,16 @@ def _accuracy_and_reward(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_reward": sum(rewards) / len(rewards) if rewards else None}
 
 
-def rollout_summary(rows: list[dict[str, Any]], cfg: RolloutStageConfig, generated: dict[str, int],
-                    gen_seconds: float, seconds: float) -> dict[str, Any]:
+def rollout_summary(rows: list[dict[str, Any]], cfg: RolloutStageConfig, generated: dict[str, Any],
+                    seconds: float) -> dict[str, Any]:
+    """tokens_per_s counts generated tokens over generation time (from the
+    first worker ready to the last group), not model loading."""
     questions = {r["question_id"] for r in rows}
     return {
         "stage": SECTION, "output": str(cfg.output), "questions": len(questions), "solutions": len(rows),
         **_accuracy_and_reward(rows),
         "generated_questions": generated["questions"], "generated_tokens": generated["tokens"],
-        "tokens_per_s": round(generated["tokens"] / gen_seconds, 1) if generated["tokens"] else None,
+        "tokens_per_s": round(generated["tokens"] / generated["seconds"], 1) if generated["seconds"] else None,
         "seconds": round(seconds, 3),
     }
 
@@ -563,5 +584,11 @@ def print_rollout_summary(summary: dict[str, Any], title: str = "looper rollout:
     table = Table(title=title, show_header=False)
     for key, value in summary.items():
         if key != "stage":
-            table.add_row(key.replace("_", " "), f"{value:.4g}" if isinstance(value, float) else str(value))
+            table.add_row(key.replace("_", " "), _format(value))
     Console().print(table)
+
+
+def _format(value: Any) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"
