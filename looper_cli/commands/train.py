@@ -76,9 +76,10 @@ def sft(
 
     Example: `looper sft --base-model GAIR/Abel-7B-002 --data gsm8k --epochs 2 --gpus 8 --run abel`
     """
+    options = _without(locals(), "config")  # the options, before any import adds names
     from looper_cli.sft import SECTION, SFTStageConfig, run_sft
 
-    _run_stage(SECTION, SFTStageConfig, run_sft, config, **_without(locals(), "config"))
+    _run_stage(SECTION, SFTStageConfig, run_sft, config, **options)
 
 
 @app.command("dpo")
@@ -112,9 +113,10 @@ def dpo(
 
     Example: `looper dpo --sft checkpoints/abel/sft --prefs runs/abel/prefs.jsonl --beta 0.1 --run abel`
     """
+    options = _without(locals(), "config")  # the options, before any import adds names
     from looper_cli.dpo import SECTION, DPOStageConfig, run_dpo
 
-    _run_stage(SECTION, DPOStageConfig, run_dpo, config, **_without(locals(), "config"))
+    _run_stage(SECTION, DPOStageConfig, run_dpo, config, **options)
 
 
 @app.command("ppo")
@@ -163,9 +165,10 @@ def ppo(
 
     Example: `looper ppo --sft checkpoints/r1/sft --data gsm8k --num-generations 8 --gpus 8 --run r1`
     """
+    options = _without(locals(), "config")  # the options, before any import adds names
     from looper_cli.ppo import SECTION, PPOStageConfig, run_ppo
 
-    _run_stage(SECTION, PPOStageConfig, run_ppo, config, **_without(locals(), "config"))
+    _run_stage(SECTION, PPOStageConfig, run_ppo, config, **options)
 
 
 @app.command("merge")
@@ -182,9 +185,10 @@ def merge(
 
     Example: `looper merge --adapter checkpoints/abel/dpo --output checkpoints/abel/merged`
     """
+    options = _without(locals(), "config")  # the options, before any import adds names
     from looper_cli.merge import SECTION, MergeStageConfig, run_merge
 
-    _run_stage(SECTION, MergeStageConfig, run_merge, config, **_without(locals(), "config"))
+    _run_stage(SECTION, MergeStageConfig, run_merge, config, **options)
 
 
 def _without(values: dict[str, Any], *names: str) -> dict[str, Any]:
