@@ -1,0 +1,49 @@
+"""Random-initialised Llama models of real shapes, built directly on the
+device in the target dtype (no CPU init, no hub): the speed of a matmul does
+not depend on what the weights have learned, so these measure honestly."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+SHAPES = {
+    # Llama-3.1-8B / R1-Distill-Llama-8B, with llama3 rope scaling.
+    "8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+               intermediate_size=14336, vocab_size=128256, max_position_embeddings=8192,
+               rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                "original_max_position_embeddings": 8192}),
+    # For a smoke run of the benchmark on CPU.
+    "small": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=352, vocab_size=512, max_position_embeddings=2048),
+}
+EOS, PAD = 2, 0
+
+
+def build_llama(shape: str, device: str, dtype_name: str = "bfloat16"):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    dtype = getattr(torch, dtype_name)
+    config = LlamaConfig(**SHAPES[shape], bos_token_id=1, eos_token_id=EOS, pad_token_id=PAD,
+                         tie_word_embeddings=False)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def id_tokenizer():
+    """What FastGenerator.generate_ids needs from a tokenizer: the EOS and pad ids."""
+    return SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD)
+
+
+def matmul_params(model) -> int:
+    """Parameters that take part in matmuls (all but the input embedding)."""
+    embed = model.get_input_embeddings().weight.numel()
+    return sum(p.numel() for p in model.parameters()) - embed
