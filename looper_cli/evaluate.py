@@ -254,7 +254,7 @@ def _evaluate(cfg: EvalStageConfig, problems: list[Any], already_done: int):
 
 
 def _load(cfg: EvalStageConfig) -> tuple[Any, Any]:
-    from looper_cli.models import is_adapter_dir, load_model, load_tokenizer, resolve_checkpoint
+    from looper_cli.models import load_model, load_tokenizer, resolve_checkpoint
 
     base, adapter = resolve_checkpoint(_checkpoints(cfg)[0], cfg.base_model)
     # An adapter folder carries the tokenizer it was trained with (chat template included).
@@ -262,7 +262,7 @@ def _load(cfg: EvalStageConfig) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(adapter if has_tokenizer else base, padding_side="left")
     model = load_model(base, adapter)
     model.eval()
-    if adapter is not None and is_adapter_dir(adapter):
+    if adapter is not None:
         model = model.merge_and_unload()  # plain weights generate faster than a LoRA wrapper
     return model, tokenizer
 

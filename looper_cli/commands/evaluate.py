@@ -15,7 +15,7 @@ from looper_cli.commands.common import ConfigOption
 @app.command("eval")
 def eval_command(
     checkpoint: Optional[List[str]] = typer.Option(
-        None, "--checkpoint", help="Adapter folder, model folder, hub id or .gguf file. Repeat to compare.",
+        None, "--checkpoint", metavar="PATH", help="Adapter folder, model folder, hub id or .gguf file. Repeat to compare.",
         show_default=False),
     base_model: Optional[str] = typer.Option(None, help="Base model under an adapter (default: the one "
                                              "adapter_config.json names).", show_default=False),
