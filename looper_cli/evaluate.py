@@ -89,6 +89,7 @@ def run_eval(cfg: EvalStageConfig) -> dict[str, Any]:
         raise UserError("run_eval takes one checkpoint; use run_evals for several")
     _check_options(cfg)
     cfg = _with_absolute_paths(cfg)
+    bandit = _bandit_path(cfg) if cfg.samples > 1 else None  # a bad --bandit fails before any work
     problems = load_problems(cfg.dataset, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     out_dir = eval_output_dir(cfg)
     _check_resumable(cfg, out_dir)
@@ -106,6 +107,8 @@ def run_eval(cfg: EvalStageConfig) -> dict[str, Any]:
     summary = summarise(rows, cfg.samples)
     summary.update(_run_fields(cfg, out_dir, recovered, evaluated_now=len(pending),
                                seconds=time.time() - started))
+    if cfg.samples > 1:
+        summary["bandit"] = str(bandit) if bandit else "fresh (no bandit.json given or beside the checkpoint)"
     atomic_write_json(out_dir / SUMMARY_NAME, summary)
     return summary
 
@@ -157,7 +160,8 @@ def checkpoint_label(checkpoint: str) -> str:
 
 
 def dataset_label(dataset: str) -> str:
-    path = Path(dataset)
+    """A short folder-friendly name: gsm8k, gsm8k-platinum, a folder's name, synthetic."""
+    path = Path(str(dataset).split(":", 1)[0])  # synthetic:N -> synthetic
     if path.suffix == ".jsonl":
         return path.stem if path.stem not in ("test", "train", "validation") else path.parent.name
     return path.name or str(dataset)
@@ -255,11 +259,13 @@ def _evaluate(cfg: EvalStageConfig, problems: list[Any], already_done: int):
 
 def _load(cfg: EvalStageConfig) -> tuple[Any, Any]:
     from looper_cli.models import load_model, load_tokenizer, resolve_checkpoint
+    from looper_cli.training import has_tokenizer, quiet_hf_logging
 
+    quiet_hf_logging()
     base, adapter = resolve_checkpoint(_checkpoints(cfg)[0], cfg.base_model)
     # An adapter folder carries the tokenizer it was trained with (chat template included).
-    has_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
-    tokenizer = load_tokenizer(adapter if has_tokenizer else base, padding_side="left")
+    own_tokenizer = adapter is not None and has_tokenizer(adapter)
+    tokenizer = load_tokenizer(adapter if own_tokenizer else base, padding_side="left")
     model = load_model(base, adapter)
     model.eval()
     if adapter is not None:
