@@ -26,7 +26,7 @@ def run_merge(cfg: MergeStageConfig) -> dict[str, Any]:
     from looper_cli.errors import require_dir
     from looper_cli.jsonl import atomic_write_json
     from looper_cli.models import is_adapter_dir, load_model, load_tokenizer, resolve_checkpoint
-    from looper_cli.training import SUMMARY_NAME, _has_tokenizer, print_summary, quiet_hf_logging
+    from looper_cli.training import SUMMARY_NAME, has_tokenizer, print_summary, quiet_hf_logging
 
     if cfg.adapter is None or cfg.output is None:
         raise UserError("merge needs --adapter DIR and --output DIR")
@@ -42,7 +42,7 @@ def run_merge(cfg: MergeStageConfig) -> dict[str, Any]:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)
-    load_tokenizer(cfg.adapter if _has_tokenizer(cfg.adapter) else base).save_pretrained(out)
+    load_tokenizer(cfg.adapter if has_tokenizer(cfg.adapter) else base).save_pretrained(out)
     save_resolved(cfg, SECTION, out)
     summary = {"stage": "merge", "base_model": base, "adapter": str(adapter), "output_dir": str(out),
                "seconds": round(time.perf_counter() - started, 3)}

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from looper_cli import training
+from looper_cli.data import Problem, load_problems
+from looper_cli.prompts import Template
 from looper_cli.errors import UserError
 from looper_cli.training import LoraOptions, TrainOptions
 
@@ -110,12 +112,13 @@ def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
     if done is not None:
         return done
     resume_from = training.check_output_dir(cfg, out_dir)
+    problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)  # fail fast on bad data
     training.quiet_hf_logging()
 
     from looper_cli.reward import RewardWeights
 
     model, tokenizer, adapter = training.load_trainable_policy(start, cfg.base_model, "--sft/--dpo")
-    dataset = ppo_dataset(cfg, tokenizer)
+    dataset = ppo_dataset(problems, tokenizer, cfg.template)
     reward = RegimeWReward(load_bandit_state(cfg, out_dir, resume_from),
                            RewardWeights(cfg.alpha, cfg.beta, cfg.gamma))
     progress = training.progress_callback(cfg.algo)
@@ -124,7 +127,7 @@ def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
     training.add_progress(trainer, progress)
     trainer.add_callback(bandit_saver(reward, out_dir))
     summary = training.train_and_summarise(
-        trainer, cfg.algo, out_dir, resume_from, progress,
+        trainer, SECTION, out_dir, resume_from, progress,
         extra={"prompts": len(dataset), "num_generations": cfg.num_generations,
                **training.stage_summary_fields(cfg)},
     )
@@ -146,21 +149,21 @@ def start_checkpoint(cfg: PPOStageConfig) -> Path:
     return Path(cfg.sft or cfg.dpo)  # type: ignore[arg-type]
 
 
-def ppo_dataset(cfg: PPOStageConfig, tokenizer: Any) -> Any:
+def ppo_dataset(problems: list[Problem], tokenizer: Any, template: Template) -> Any:
     """prompt + the columns the reward needs (question id, gold, question)."""
     from datasets import Dataset
 
-    from looper_cli.data import load_problems
     from looper_cli.prompts import build_prompt
 
-    problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
-    return Dataset.from_list([{"prompt": build_prompt(tokenizer, p.question, cfg.template),
+    return Dataset.from_list([{"prompt": build_prompt(tokenizer, p.question, template),
                                "question_id": p.id, "gold": p.gold, "question": p.question}
                               for p in problems])
 
 
 def build_trainer(cfg: PPOStageConfig, model: Any, tokenizer: Any, dataset: Any, reward: Any,
                   out_dir: Path, peft_config: Any) -> Any:
+    if cfg.num_generations < 2:
+        raise UserError("--num-generations must be at least 2 (advantages are relative to the group)")
     if cfg.batch_size % cfg.num_generations:
         raise UserError(f"--batch-size ({cfg.batch_size}) must be a multiple of --num-generations "
                         f"({cfg.num_generations}) so every group is scored whole")

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from looper_cli import training
+from looper_cli.data import Problem, load_problems
+from looper_cli.models import ModelSource
+from looper_cli.prompts import Template
 from looper_cli.training import LoraOptions, TrainOptions
 
 SECTION = "sft"
@@ -31,11 +34,13 @@ def run_sft(cfg: SFTStageConfig) -> dict[str, Any]:
 
     if not cfg.base_model:
         raise UserError("sft needs --base-model (a hub id, a model folder or a .gguf file)")
+    ModelSource.parse(cfg.base_model)  # a bad path fails now, not after minutes of loading
     out_dir = training.output_dir(cfg, SECTION)
     done = training.finished_summary(cfg, out_dir)
     if done is not None:
         return done
     resume_from = training.check_output_dir(cfg, out_dir)
+    problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)  # fail fast on bad data
     training.quiet_hf_logging()
 
     from trl import SFTConfig, SFTTrainer
@@ -44,7 +49,7 @@ def run_sft(cfg: SFTStageConfig) -> dict[str, Any]:
 
     base = _absolute_if_local(cfg.base_model)
     tokenizer = load_tokenizer(base, padding_side="right")
-    dataset = sft_dataset(cfg, tokenizer)
+    dataset = sft_dataset(problems, tokenizer, cfg.template)
     device = training.train_device()
     model = load_base_model(base, device=device)
     args = SFTConfig(**training.trl_args(
@@ -70,17 +75,15 @@ def run_sft(cfg: SFTStageConfig) -> dict[str, Any]:
     return summary
 
 
-def sft_dataset(cfg: SFTStageConfig, tokenizer: Any) -> Any:
+def sft_dataset(problems: list[Problem], tokenizer: Any, template: Template) -> Any:
     """prompt/completion rows from the problems (prompt-completion format:
     TRL masks the prompt out of the loss)."""
     from datasets import Dataset
 
-    from looper_cli.data import load_problems
     from looper_cli.prompts import build_prompt, completion_target
 
-    problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
-    rows = [{"prompt": build_prompt(tokenizer, p.question, cfg.template),
-             "completion": completion_target(p.answer, cfg.template, tokenizer.eos_token),
+    rows = [{"prompt": build_prompt(tokenizer, p.question, template),
+             "completion": completion_target(p.answer, template, tokenizer.eos_token),
              "question_id": p.id} for p in problems]
     return Dataset.from_list(rows)
 

@@ -299,12 +299,12 @@ def load_trainable_policy(checkpoint: Any, base_model: Optional[str], flag: str)
 
     require_dir(checkpoint, f"{flag} checkpoint folder")
     base, adapter = resolve_checkpoint(checkpoint, base_model)
-    tokenizer = load_tokenizer(checkpoint if _has_tokenizer(checkpoint) else base)
+    tokenizer = load_tokenizer(checkpoint if has_tokenizer(checkpoint) else base)
     model = load_model(base, adapter, device=train_device(), trainable=True)
     return model, tokenizer, adapter
 
 
-def _has_tokenizer(folder: Any) -> bool:
+def has_tokenizer(folder: Any) -> bool:
     return any((Path(folder) / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json"))
 
 
