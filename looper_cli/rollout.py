@@ -82,6 +82,7 @@ class GroupStore:
 
     groups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     dropped_rows: int = 0
+    from_final: int = 0  # groups taken from the scored final file
 
 
 # ----------------------------------------------------------------------------- paths
@@ -225,6 +226,7 @@ def collect_complete_groups(output: Path, shards: Path, k: int, compact: bool) -
     final = read_jsonl(output, required=ROW_KEYS).rows if output.is_file() else []
     for group in complete_groups(final, k)[0]:
         store.groups.setdefault(group[0]["question_id"], group)
+    store.from_final = len(store.groups)
     for shard in sorted(shards.glob("shard-*.jsonl")):
         result = read_jsonl(shard, required=ROW_KEYS)
         groups, incomplete = complete_groups(result.rows, k)
@@ -477,8 +479,10 @@ def merge_and_score(output: Path, store: GroupStore, order: dict[str, int],
     unscored = [g for g in groups if any("reward" not in r for r in g)]
     bandit = load_bandit(bandit_path(output), seed=cfg.seed)
     weights = RewardWeights(cfg.alpha, cfg.beta, cfg.gamma)
-    score_row_groups(unscored, bandit, weights, description="score")
     rows = [row for g in groups for row in g]
+    if not unscored and store.from_final == len(groups):
+        return rows  # nothing new: the final file already is the union
+    score_row_groups(unscored, bandit, weights, description="score")
     atomic_write_jsonl(output, rows)
     save_bandit(bandit, bandit_path(output))  # after the rows: a kill here re-learns nothing twice
     return rows

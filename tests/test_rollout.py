@@ -125,14 +125,14 @@ def test_score_command_rescores_a_file_and_keeps_the_bandit(cli, tmp_path: Path)
 
 
 def test_user_mistakes_are_one_line_exit_2(cli, tmp_path: Path, tiny_model: Path):
-    cases = [
-        ("rollout", "--data", "synthetic"),  # no base model
-        ("rollout", "--base-model", str(tmp_path / "nope"), "--data", "synthetic"),
-        ("rollout", "--base-model", str(tiny_model), "--data", "synthetic", "--gpus", "4"),
-        ("rollout", "--base-model", str(tiny_model), "--data", str(tmp_path / "missing.jsonl")),
-        ("score", str(tmp_path / "missing.jsonl")),
-    ]
-    for args in cases:
-        result = cli(*args, "--output", str(tmp_path / "o.jsonl")) if args[0] == "rollout" else cli(*args)
+    out = tmp_path / "o.jsonl"
+    for bad in [dict(base_model=""), dict(base_model=str(tmp_path / "nope")),
+                dict(base_model=str(tiny_model), gpus=4), dict(base_model=str(tiny_model), workers=2, gpus=2),
+                dict(base_model=str(tiny_model), data=str(tmp_path / "missing.jsonl")),
+                dict(base_model=str(tiny_model), output=tmp_path / "o.txt")]:
+        with pytest.raises(UserError):
+            run_rollout(RolloutStageConfig(**{"data": "synthetic", "output": out, **bad}))
+    for args in [("rollout", "--data", "synthetic", "--output", str(out)), ("score", str(tmp_path / "x.jsonl"))]:
+        result = cli(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.startswith("looper: error:") and result.stderr.count("\n") == 1, result.stderr
