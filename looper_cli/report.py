@@ -122,8 +122,8 @@ def _accuracy_section(evals: list[dict[str, Any]], out: Path, files: list[str]) 
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(evals) + 2), 4))
     names = [e["name"] for e in evals]
     acc = [100 * e["accuracy"] for e in evals]
-    errors = [[100 * (e["accuracy"] - e["accuracy_ci"][0]) for e in evals],
-              [100 * (e["accuracy_ci"][1] - e["accuracy"]) for e in evals]]
+    errors = [[100 * max(0.0, e["accuracy"] - e["accuracy_ci"][0]) for e in evals],
+              [100 * max(0.0, e["accuracy_ci"][1] - e["accuracy"]) for e in evals]]
     ax.bar(names, acc, yerr=errors, capsize=4, color="tab:blue")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy per stage (Wilson 95% CI)")
@@ -166,12 +166,15 @@ def _rollout_section(rollouts: dict[str, Any], out: Path, files: list[str]) -> s
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("reward", "s_wm")):
+        both = rollouts["correct"][key] + rollouts["incorrect"][key]
+        bins = _shared_bins(both, fixed=(0.0, 1.0) if key == "s_wm" else None)
         for side, colour in (("correct", "tab:green"), ("incorrect", "tab:red")):
             values = rollouts[side][key]
-            if values:
-                ax.hist(values, bins=20, alpha=0.6, color=colour, label=f"{side} ({len(values)})")
+            if values:  # densities: the two sides are comparable whatever their sizes
+                ax.hist(values, bins=bins, density=True, alpha=0.55, color=colour, label=f"{side} ({len(values)})")
         ax.set_title(f"{key} by correctness")
         ax.set_xlabel(key)
+        ax.set_ylabel("density")
         ax.legend()
     files.append(_save(fig, plt, out / "scores.png"))
     lines = ["## Rollouts\n", "![scores](scores.png)\n", "| | solutions | mean reward | mean s_wm |", "|---|---|---|---|"]
@@ -187,13 +190,13 @@ def _arm_section(arms: dict[str, Any] | None, out: Path, files: list[str]) -> st
     if arms is None:
         return "## Regime W arms\n\nNo bandit.json in this run.\n"
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
-    labels = [f"{a}\n{n}" for a, n in zip(arms["arms"], arms["names"])]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    labels = [f"{a}\n" + n.replace(" ", "\n") for a, n in zip(arms["arms"], arms["names"])]
     ax.bar(labels, arms["mean"], yerr=arms["sd"], capsize=4, color="tab:purple")
     ax.set_ylim(0, 1)
     ax.set_ylabel("posterior mean (Beta) +- sd")
     ax.set_title(f"Arm posteriors after {arms['updates']} informative groups")
-    ax.tick_params(axis="x", labelsize=7)
+    ax.tick_params(axis="x", labelsize=8)
     files.append(_save(fig, plt, out / "arms.png"))
     lines = ["## Regime W arms\n", "![arms](arms.png)\n", f"Best arm: **{arms['best']}**.\n",
              "| arm | name | mean | sd | alpha | beta |", "|---|---|---|---|---|---|"]
@@ -216,6 +219,13 @@ def _save(fig: Any, plt: Any, path: Path) -> str:
     plt.close(fig)
     os.replace(tmp, path)
     return str(path)
+
+
+def _shared_bins(values: list[float], fixed: tuple[float, float] | None = None, count: int = 25) -> list[float]:
+    lo, hi = fixed or (min(values), max(values))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return [lo + (hi - lo) * i / count for i in range(count + 1)]
 
 
 def _pct(value: float | None) -> str:

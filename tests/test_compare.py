@@ -48,6 +48,8 @@ def test_wilson_interval_known_values():
     lo, hi = wilson_interval(50, 100)
     assert (lo, hi) == (pytest.approx(0.4038, abs=1e-4), pytest.approx(0.5962, abs=1e-4))
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    for n in range(1, 200):  # the observed rate is always inside, even after rounding
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
 
 
 def test_paired_bootstrap_contains_true_difference_and_is_seeded():

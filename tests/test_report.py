@@ -40,6 +40,7 @@ def run_dir(tmp_path):
     run = tmp_path / "runs" / "demo"
     _eval(run, "sft-gsm8k", [1, 0, 1, 0, 0, 1, 0, 0, 1, 0] * 3)
     _eval(run, "dpo-gsm8k", [1, 1, 1, 0, 1, 1, 0, 1, 1, 0] * 3)
+    _eval(run, "base-gsm8k", [0] * 48)  # 0% right: its CI starts exactly at 0
     rollouts = [{"question_id": f"q{i // 4}", "correct": i % 3 == 0, "reward": 0.3 + (i % 3 == 0) * 0.8,
                  "s_wm": 0.2 + 0.05 * (i % 7)} for i in range(40)]
     rollouts.append({"question_id": "q99", "correct": None, "reward": 0.1, "s_wm": 0.5})  # unknown gold
