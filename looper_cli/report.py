@@ -139,7 +139,8 @@ def _accuracy_section(evals: list[dict[str, Any]], out: Path, files: list[str]) 
 
 
 def _comparison_section(evals: list[dict[str, Any]]) -> str:
-    """Each later stage against the first on the same dataset (paired)."""
+    """Each stage against the one before it on the same dataset (paired):
+    base -> sft -> dpo -> ppo, so every step of the pipeline has its error bar."""
     from looper_cli.compare import compare_eval_dirs
 
     rows = []
@@ -147,9 +148,9 @@ def _comparison_section(evals: list[dict[str, Any]]) -> str:
     for e in evals:
         by_dataset.setdefault(e["name"].partition("-")[2], []).append(e)
     for group in by_dataset.values():
-        for later in group[1:]:
+        for earlier, later in zip(group, group[1:]):
             try:
-                c = compare_eval_dirs(group[0]["folder"], later["folder"])
+                c = compare_eval_dirs(earlier["folder"], later["folder"])
             except UserError:
                 continue  # no examples.jsonl or no shared questions: nothing paired to say
             rows.append(f"| {c['b']} vs {c['a']} | {c['n']} | {_pct_ci(c['difference'], c['difference_ci'])} | "

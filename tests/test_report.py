@@ -61,7 +61,8 @@ def test_report_writes_pngs_and_markdown(run_dir, cli):
     md = (out / "report.md").read_text()
     assert set(written["files"]) == {str(out / n) for n in ("accuracy.png", "scores.png", "arms.png", "report.md")}
     assert "| sft-gsm8k | 30 |" in md and "| dpo-gsm8k | 30 |" in md
-    assert "dpo-gsm8k vs sft-gsm8k" in md  # the paired comparison
+    # Paired comparisons of consecutive stages, on the questions both answered.
+    assert "| sft-gsm8k vs base-gsm8k | 30 |" in md and "| dpo-gsm8k vs sft-gsm8k | 30 |" in md
     assert "| correct | 14 |" in md and "| incorrect | 26 |" in md
     assert "1 damaged line(s)" in md
     assert "Best arm" in md and "| W1 |" in md and "| M4 |" in md
