@@ -122,19 +122,22 @@ def test_resume_after_sigkill(tiny_model, gsm8k_dir, tmp_path, cli):
     assert summary["n"] == 21 and summary["evaluated_now"] == 21 - written_before
 
 
-def test_two_checkpoints_are_compared(tiny_model, gsm8k_dir, tmp_path, cli):
+def test_two_checkpoints_are_compared(tiny_model, gsm8k_dir, tmp_path):
+    from looper_cli.evaluate import EvalStageConfig, run_evals
+
     adapter = _zero_lora_adapter(tiny_model, tmp_path / "sft")
     out = tmp_path / "evals"
-    proc = cli("eval", "--checkpoint", tiny_model, "--checkpoint", adapter, "--dataset", gsm8k_dir,
-               "--limit", "4", "--output", out, *FAST)
-    assert proc.returncode == 0, proc.stderr
+    cfg = EvalStageConfig(checkpoint=[str(tiny_model), str(adapter)], dataset=str(gsm8k_dir), limit=4,
+                          max_new_tokens=12, engine="hf", output=out, bootstrap=500)
+    result = run_evals(cfg)
+    assert [s["n"] for s in result["runs"]] == [4, 4]
     comparison = json.loads((out / "compare.json").read_text())[0]
-    assert comparison["n"] == 4
+    assert comparison == result["comparisons"][0] and comparison["n"] == 4
     # A LoRA adapter fresh from init (B = 0) is the base model: no discordant pairs.
     assert comparison["only_a_correct"] == comparison["only_b_correct"] == 0
     assert comparison["mcnemar_exact_p"] == 1.0
     assert (out / "sft-gsm8k" / "summary.json").is_file()
-    assert "McNemar exact p" in proc.stdout
+    assert (out / f"{tiny_model.name}-gsm8k" / "summary.json").is_file()
 
 
 def _zero_lora_adapter(base: Path, out: Path) -> Path:
