@@ -17,6 +17,7 @@ SFT, then rollouts, pairs, DPO and eval on the held-out synthetic test split.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shutil
@@ -277,7 +278,7 @@ def run_eval_stage(pipe: Pipeline, policies: dict[str, str]) -> None:
         out = pipe.dir / "eval" / f"{policy}-{dataset_label(cfg.dataset)}"
         cfg = dataclasses.replace(cfg, output=out)
         pipe.run_stage(f"eval-{policy}", pipe.fingerprint(cfg, policy), [out], out / "summary.json",
-                       lambda cfg=cfg: run_eval(cfg))
+                       functools.partial(run_eval, cfg))
 
 
 STAGE_RUNNERS: dict[str, Callable[[Pipeline, dict[str, str]], None]] = {

@@ -112,6 +112,7 @@ def run_rollout(cfg: RolloutStageConfig) -> dict[str, Any]:
     from looper_cli.data import load_problems
 
     check_config(cfg)
+    cfg = with_absolute_paths(cfg)
     output = Path(cfg.output)
     problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     shards = shards_dir(output)
@@ -156,6 +157,20 @@ def check_config(cfg: RolloutStageConfig) -> None:
         raise UserError("give --gpus N (one worker per GPU) or --workers N (CPU workers), not both")
     if Path(cfg.output).suffix != ".jsonl":
         raise UserError(f"--output must be a .jsonl file, not {cfg.output}")
+
+
+def with_absolute_paths(cfg: RolloutStageConfig) -> RolloutStageConfig:
+    """Local model, adapter and data paths made absolute: rows name what made
+    them, and a resume from another folder recognises the same settings."""
+    import dataclasses
+
+    def absolute(spec: Any) -> Any:
+        path = Path(str(spec)).expanduser()
+        return str(path.resolve()) if spec is not None and path.exists() else spec
+
+    adapter = absolute(cfg.adapter)
+    return dataclasses.replace(cfg, base_model=absolute(cfg.base_model), data=absolute(cfg.data),
+                               adapter=Path(adapter) if adapter else None)
 
 
 def generation_settings(cfg: RolloutStageConfig) -> dict[str, Any]:
@@ -259,14 +274,14 @@ def plan_workers(cfg: RolloutStageConfig) -> list[Optional[str]]:
         if n == 1:
             return [None]
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        devices = visible.split(",") if visible else [str(i) for i in range(n)]
+        devices: list[Optional[str]] = list(visible.split(",") if visible else map(str, range(n)))
         return devices[:n]  # GPU i of the devices this process may use
     n = cfg.workers or 1
     return [None] if n == 1 else [""] * n
 
 
 def generate_pending(cfg: RolloutStageConfig, pending: list[Any], shards: Path, done: int,
-                     total: int) -> dict[str, int]:
+                     total: int) -> dict[str, Any]:
     """Generate every pending question into the shard files, with one
     progress bar over all workers. Returns counts made by this run."""
     devices = plan_workers(cfg)
@@ -508,7 +523,7 @@ def score_row_groups(groups: list[list[dict[str, Any]]], bandit: Any, weights: A
             scored = score_groups(
                 [[r["text"] for r in g] for g in batch], [[int(r["tokens"]) for r in g] for g in batch],
                 bandit, golds=golds if any(x is not None for x in golds) else None,
-                questions=[g[0].get("question") for g in batch], weights=weights, learn=True)
+                questions=[str(g[0].get("question") or "") for g in batch], weights=weights, learn=True)
             flat = [row for g in batch for row in g]
             answers = extract_answers([r["text"] for r in flat], "auto")
             for i, (row, found) in enumerate(zip(flat, answers)):
