@@ -77,6 +77,36 @@ def section_check(args) -> None:
            f"{len(prompts)} prompts of 5-40 tokens, 32 new, batches of 5")
 
 
+# -- step: one decode step, graph replay, with and without compiled layers ----
+def section_step(model, args) -> None:
+    import torch
+
+    from looper_cli.engine.graphs import DecodeGraphs, StepInputs
+    from looper_cli.engine.llama import LlamaRunner
+
+    rows, attend = args.prompts * args.samples, args.prompt_len + args.new_tokens // 2 + 64
+    for compiled in (False, True):
+        runner = LlamaRunner(model, compile_layers=compiled)
+        runner.ensure_cache(rows, args.prompt_len + args.new_tokens)
+        inputs = StepInputs(rows, runner.device)
+        inputs.tokens.random_(3, model.config.vocab_size)
+        inputs.positions.fill_(attend - 1)
+        inputs.write_at.fill_(attend - 1)
+        graphs = DecodeGraphs(runner, use_graphs=True)
+        with torch.inference_mode():
+            graphs.step(inputs, rows, attend)
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(50):
+                graphs.step(inputs, rows, attend)
+            torch.cuda.synchronize()
+        ms = (time.perf_counter() - start) / 50 * 1000
+        record("step", f"decode step graph replay, compiled={compiled}", ms, "ms",
+               f"{rows} rows, attending {attend} slots; {rows / ms * 1000:,.0f} tok/s if nothing else ran")
+        del graphs, runner, inputs
+        torch.cuda.empty_cache()
+
+
 # -- rollout: transformers generate vs FastGenerator -------------------------
 def hf_generate(model, prompts, samples: int, new_tokens: int, device: str) -> tuple[float, int]:
     import torch
@@ -198,7 +228,7 @@ def print_table(device_name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("section", choices=["all", "check", "rollout", "workload", "train", "scaling", "worker"])
+    parser.add_argument("section", choices=["all", "check", "step", "rollout", "workload", "train", "scaling", "worker"])
     parser.add_argument("--shape", default="8b")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--prompts", type=int, default=32)
@@ -223,10 +253,12 @@ def main() -> None:
     print(f"device: {device_name}; torch {torch.__version__}", flush=True)
     if args.section in ("all", "check"):
         section_check(args)
-    if args.section in ("all", "rollout", "workload"):
+    if args.section in ("all", "step", "rollout", "workload"):
         start = time.perf_counter()
         model = build_llama(args.shape, args.device, "bfloat16" if args.device != "cpu" else "float32")
         record("setup", f"build {args.shape} model on {args.device}", time.perf_counter() - start, "s")
+        if args.section in ("all", "step"):
+            section_step(model, args)
         if args.section in ("all", "rollout"):
             section_rollout(model, args)
         if args.section in ("all", "workload"):

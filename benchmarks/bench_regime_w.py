@@ -77,7 +77,7 @@ def generate(n_groups: int, k: int = 8, seed: int = 0):
     groups, golds, questions = [], [], []
     for _ in range(n_groups):
         name, item = rng.choice(NAMES), rng.choice(ITEMS)
-        inputs, chain = plan(rng, steps=14)
+        inputs, chain = plan(rng, steps=12)
         questions.append(f"{name} has {inputs[0]} {item}. " + " ".join(f"Another number is {x}." for x in inputs[1:]))
         golds.append(float(chain[-1][3]))
         groups.append([render(rng, chain, name, item, slip=rng.random() < 0.35) for _ in range(k)])

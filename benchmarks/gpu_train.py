@@ -1,7 +1,7 @@
 """LoRA SFT training throughput of the 8B shape on one GPU (bench_gpu.py train).
 
 Each variant: random-init 8B Llama in bf16, PEFT LoRA r=16 on all linear
-layers, AdamW on the adapter, batch 4 x 2048 tokens (packed-length rows: what
+layers, AdamW on the adapter, batch 4 (or 2) x 2048 tokens (packed-length rows: what
 `packing=True` gives on short GSM8K examples), 2 warm-up + 5 timed steps.
 The step is what TRL's SFTTrainer runs (forward with labels, backward,
 optimizer step); the Trainer's own bookkeeping is not in the numbers.
@@ -21,16 +21,19 @@ import time
 from gpu_models import build_llama, matmul_params
 
 PEAK_FLOPS = 989e12
-BATCH, SEQ, WARMUP, STEPS = 4, 2048, 2, 5
+SEQ, WARMUP, STEPS = 2048, 2, 5
 
-# name: (liger kernels, layers checkpointed: "all" | int | 0)
+# name: (liger kernels, layers checkpointed: "all" | int, torch.compile each layer, batch)
 VARIANTS = {
-    "hf+ckpt": (False, "all"),
-    "hf": (False, 0),
-    "liger+ckpt": (True, "all"),
-    "liger": (True, 0),
-    "liger+ckpt8": (True, 8),
-    "liger+ckpt4": (True, 4),
+    "hf+ckpt": (False, "all", False, 4),
+    "hf": (False, 0, False, 4),
+    "liger+ckpt": (True, "all", False, 4),
+    "liger": (True, 0, False, 4),
+    "liger+ckpt8": (True, 8, False, 4),
+    "liger+ckpt4": (True, 4, False, 4),
+    "liger+compile": (True, 0, True, 4),
+    "liger+compile+ckpt8": (True, 8, True, 4),
+    "liger+compile-b2": (True, 0, True, 2),
 }
 
 
@@ -41,7 +44,7 @@ def section_train(args, record) -> None:
         run_variant(name, *VARIANTS[name], args=args, record=record)
 
 
-def run_variant(name: str, liger: bool, checkpointed, args, record) -> None:
+def run_variant(name: str, liger: bool, checkpointed, compiled: bool, batch: int, args, record) -> None:
     import torch
 
     if liger:
@@ -56,8 +59,11 @@ def run_variant(name: str, liger: bool, checkpointed, args, record) -> None:
         layers = model.base_model.model.model.layers
         ckpt_layers = len(layers) if checkpointed == "all" else int(checkpointed)
         set_checkpointing(model, layers, ckpt_layers)
+        if compiled:
+            for layer in layers:
+                layer.compile()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        ids = torch.randint(3, model.config.vocab_size, (BATCH, SEQ), device="cuda")
+        ids = torch.randint(3, model.config.vocab_size, (batch, SEQ), device="cuda")
         for _ in range(WARMUP):
             train_step(model, optimizer, ids)
         torch.cuda.synchronize()
@@ -65,15 +71,17 @@ def run_variant(name: str, liger: bool, checkpointed, args, record) -> None:
         for _ in range(STEPS):
             train_step(model, optimizer, ids)
         torch.cuda.synchronize()
-        rate = BATCH * SEQ * STEPS / (time.perf_counter() - start)
+        rate = batch * SEQ * STEPS / (time.perf_counter() - start)
         peak = torch.cuda.max_memory_allocated() / 2**30
         model_flops, hw_flops = flops_per_token(model, ckpt_layers / len(layers))
-        note = f"LoRA r16 all-linear, {BATCH}x{SEQ}, ckpt {ckpt_layers}/{len(layers)} layers, peak {peak:.1f} GiB"
+        note = f"LoRA r16 all-linear, {batch}x{SEQ}, ckpt {ckpt_layers}/{len(layers)} layers, peak {peak:.1f} GiB"
         record("train", f"SFT {name}", rate, "tok/s", note)
         record("train", f"SFT {name} MFU (HFU)", rate * model_flops / PEAK_FLOPS * 100, "%",
                f"model {model_flops / 1e9:.1f} GFLOP/tok, HFU {rate * hw_flops / PEAK_FLOPS * 100:.1f}%")
     except torch.cuda.OutOfMemoryError:
         record("train", f"SFT {name}", 0, "tok/s", "out of memory")
+    except Exception as error:  # a variant that breaks must not hide the others' figures
+        record("train", f"SFT {name}", 0, "tok/s", f"failed: {type(error).__name__}: {str(error)[:120]}")
     finally:
         del model, optimizer
         gc.collect()

@@ -19,13 +19,16 @@ CHECK_EVERY = 16
 
 
 class FastGenerator:
-    def __init__(self, model: Any, tokenizer: Any):
+    def __init__(self, model: Any, tokenizer: Any, compile_layers: bool | None = None):
+        """`compile_layers`: fuse each decode layer's small kernels with
+        torch.compile (default: on CUDA; costs ~a minute once per process)."""
         from looper_cli.engine.graphs import DecodeGraphs
-        from looper_cli.engine.llama import LlamaRunner
+        from looper_cli.engine.llama import LlamaRunner, base_causal_lm
 
         self.model, self.tokenizer = model, tokenizer
-        self.runner = LlamaRunner(model)
-        self.graphs = DecodeGraphs(self.runner, use_graphs=self.runner.device.type == "cuda")
+        on_cuda = base_causal_lm(model).model.embed_tokens.weight.device.type == "cuda"
+        self.runner = LlamaRunner(model, compile_layers=on_cuda if compile_layers is None else compile_layers)
+        self.graphs = DecodeGraphs(self.runner, use_graphs=on_cuda)
         self.inputs = None
 
     @staticmethod

@@ -40,7 +40,7 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 
 class LlamaRunner:
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, compile_layers: bool = False):
         lm = base_causal_lm(model)
         cfg = lm.config
         self.embed, self.layers = lm.model.embed_tokens, list(lm.model.layers)
@@ -51,6 +51,13 @@ class LlamaRunner:
         self.device, self.dtype = self.embed.weight.device, self.embed.weight.dtype
         self.cache_k: torch.Tensor | None = None
         self.cache_v: torch.Tensor | None = None
+        # Decode is ~40 small elementwise kernels per layer around the
+        # matmuls (norms, rope, mask, softmax, SiLU, residuals); compiling
+        # the pieces between cache writes fuses them. One compile serves
+        # all layers (modules are inputs), shapes are marked dynamic after
+        # the first, so a run compiles each piece about twice.
+        pieces = (pre_attention, attention, finish_layer)
+        self._pre, self._attend, self._post = (compiled(f) for f in pieces) if compile_layers else pieces
 
     # -- cache -----------------------------------------------------------
     def ensure_cache(self, batch: int, length: int) -> bool:
@@ -77,20 +84,6 @@ class LlamaRunner:
     def capacity(self) -> int:
         return 0 if self.cache_k is None else self.cache_k.shape[3]
 
-    # -- forward pieces ----------------------------------------------------
-    def _qkv(self, layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        b, t, _ = x.shape
-        att = layer.self_attn
-        q = att.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = att.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = att.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        return rotate(q, cos, sin), rotate(k, cos, sin), v
-
-    def _finish_layer(self, layer: Any, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        b, t = x.shape[:2]
-        x = x + layer.self_attn.o_proj(attn.transpose(1, 2).reshape(b, t, -1))
-        return x + layer.mlp(layer.post_attention_layernorm(x))
-
     def prefill(self, ids: torch.Tensor, starts: torch.Tensor, samples: int) -> torch.Tensor:
         """Run left-padded prompts `ids` [b, P] once; write their KV into cache
         rows [0, b*samples) (each prompt's KV copied to its `samples` rows) and
@@ -105,11 +98,11 @@ class LlamaRunner:
         mask = ((causal[None] & real_key) | torch.eye(length, dtype=torch.bool, device=ids.device))[:, None]
         x = self.embed(ids)
         for n, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, layer.input_layernorm(x), cos, sin)
+            q, k, v = pre_attention(layer, x, cos, sin, self.heads, self.kv_heads, self.head_dim)
             self.cache_k[n, :b * samples, :, :length] = k.repeat_interleave(samples, dim=0)
             self.cache_v[n, :b * samples, :, :length] = v.repeat_interleave(samples, dim=0)
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=True)
-            x = self._finish_layer(layer, x, attn)
+            x = finish_layer(layer, x, attn)
         return self.head(self.norm(x[:, -1])).float()
 
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor, starts: torch.Tensor,
@@ -118,7 +111,6 @@ class LlamaRunner:
         (0-d tensor), attend over slots [0, attend), return logits [B, vocab].
         Shapes depend only on (B, attend): capturable as one CUDA graph."""
         batch = tokens.shape[0]
-        group = self.heads // self.kv_heads
         cos, sin = self.cos[positions][:, None, None], self.sin[positions][:, None, None]
         slots = torch.arange(attend, device=tokens.device)
         visible = (slots[None] >= starts[:, None]) & (slots[None] <= write_at)
@@ -126,15 +118,58 @@ class LlamaRunner:
         bias = bias[:, None, None]  # [B, 1, 1, attend]
         x = self.embed(tokens)[:, None]
         for n, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, layer.input_layernorm(x), cos, sin)
+            q, k, v = self._pre(layer, x, cos, sin, self.heads, self.kv_heads, self.head_dim)
             keys, values = self.cache_k[n, :batch], self.cache_v[n, :batch]
             keys.index_copy_(2, write_at.view(1), k)
             values.index_copy_(2, write_at.view(1), v)
-            # GQA without copying the cache: the `group` query heads of one
-            # KV head form the rows of one small matmul against that head.
-            qg = q.reshape(batch, self.kv_heads, group, self.head_dim)
-            scores = torch.matmul(qg, keys[:, :, :attend].transpose(-1, -2)).float() * self.scale
-            probs = torch.softmax(scores + bias, dim=-1).to(values.dtype)
-            attn = torch.matmul(probs, values[:, :, :attend])  # [B, kv, group, d]
-            x = self._finish_layer(layer, x, attn.reshape(batch, self.heads, 1, self.head_dim))
+            attn = self._attend(q, keys[:, :, :attend], values[:, :, :attend], bias, self.kv_heads, self.scale)
+            x = self._post(layer, x, attn)
         return self.head(self.norm(x[:, 0])).float()
+
+
+# -- layer pieces: free functions, so one torch.compile serves every runner --
+def pre_attention(layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  heads: int, kv_heads: int, head_dim: int):
+    """Norm, q/k/v projections and rope: [b, t, H] -> q [b, heads, t, d], k, v [b, kv, t, d]."""
+    b, t, _ = x.shape
+    att, h = layer.self_attn, layer.input_layernorm(x)
+    q = att.q_proj(h).view(b, t, heads, head_dim).transpose(1, 2)
+    k = att.k_proj(h).view(b, t, kv_heads, head_dim).transpose(1, 2)
+    v = att.v_proj(h).view(b, t, kv_heads, head_dim).transpose(1, 2)
+    return rotate(q, cos, sin), rotate(k, cos, sin), v
+
+
+def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
+              kv_heads: int, scale: float) -> torch.Tensor:
+    """One query per row: q [B, heads, 1, d] over keys/values [B, kv, T, d].
+    GQA without copying the cache: the query heads of one KV head form the
+    rows of one small matmul against that head."""
+    batch, heads, _, head_dim = q.shape
+    qg = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)
+    scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * scale
+    probs = torch.softmax(scores + bias, dim=-1).to(values.dtype)
+    return torch.matmul(probs, values).reshape(batch, heads, 1, head_dim)
+
+
+def finish_layer(layer: Any, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """o_proj, residual, MLP, residual; attn is [b, heads, t, d]."""
+    b, t = x.shape[:2]
+    x = x + layer.self_attn.o_proj(attn.transpose(1, 2).reshape(b, t, -1))
+    return x + layer.mlp(layer.post_attention_layernorm(x))
+
+
+_COMPILED: dict[Any, Any] = {}
+
+
+def compiled(fn):
+    """The process-wide torch.compile of `fn` (compiled code is reused
+    by every runner and layer)."""
+    if fn not in _COMPILED:
+        # Batch sizes, bucket lengths and cache layouts each cost a guard
+        # miss before dynamo goes dynamic; past the limit it would silently
+        # fall back to eager.
+        config = torch._dynamo.config
+        if hasattr(config, "recompile_limit"):
+            config.recompile_limit = max(config.recompile_limit, 32)
+        _COMPILED[fn] = torch.compile(fn)
+    return _COMPILED[fn]
