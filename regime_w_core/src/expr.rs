@@ -63,27 +63,39 @@ impl Expr {
 
     /// Value with other leaf values (same count as `self.leaves`).
     pub fn eval_with(&self, leaves: &[f64]) -> Option<f64> {
-        let mut stack: Vec<f64> = Vec::with_capacity(8);
+        // The stack never holds more values than there are leaves; claims are
+        // short, so it lives on the machine stack.
+        let mut small = [0.0f64; 32];
+        let mut big = Vec::new();
+        let stack: &mut [f64] = if self.leaves.len() <= small.len() {
+            &mut small
+        } else {
+            big.resize(self.leaves.len(), 0.0);
+            &mut big
+        };
+        let mut n = 0usize;
         for &op in &self.code {
             let v = match op {
                 Op::Leaf(i) => *leaves.get(usize::from(i))?,
-                Op::Neg => -stack.pop()?,
-                Op::Percent => stack.pop()? / 100.0,
+                Op::Neg => -stack[n.checked_sub(1)?],
+                Op::Percent => stack[n.checked_sub(1)?] / 100.0,
                 _ => {
-                    let r = stack.pop()?;
-                    let l = stack.pop()?;
+                    let r = stack[n.checked_sub(1)?];
+                    let l = stack[n.checked_sub(2)?];
+                    n -= 2;
                     binary(op, l, r)?
                 }
             };
             if !v.is_finite() {
                 return None;
             }
-            stack.push(v);
+            if matches!(op, Op::Neg | Op::Percent) {
+                n -= 1;
+            }
+            *stack.get_mut(n)? = v;
+            n += 1;
         }
-        match stack.as_slice() {
-            [v] => Some(*v),
-            _ => None,
-        }
+        (n == 1).then(|| stack[0])
     }
 }
 

@@ -70,17 +70,18 @@ fn auto(text: &str) -> Option<Answer> {
     marked(text).or_else(|| last_number(text))
 }
 
-/// The markers in order of trust; the last occurrence of each counts.
+/// The markers in order of trust; the last occurrence of each counts, and a
+/// marker is only searched for when the ones before it gave nothing.
 fn marked(text: &str) -> Option<Answer> {
     let b = text.as_bytes();
-    let markers = [
-        rfind(text, "####"),
-        rfind(text, "\\boxed{"),
-        rfind_ci(b, b"answer is"),
-        rfind_ci(b, b"answer:"),
-        rfind_line_start(b, b"A:"),
+    let finders: [&dyn Fn() -> Option<usize>; 5] = [
+        &|| rfind(text, "####"),
+        &|| rfind(text, "\\boxed{"),
+        &|| rfind_ci(b, b"answer is"),
+        &|| rfind_ci(b, b"answer:"),
+        &|| rfind_line_start(b, b"A:"),
     ];
-    markers.into_iter().flatten().find_map(|end| after_marker(text, end))
+    finders.iter().find_map(|find| after_marker(text, find()?))
 }
 
 /// The number right after a marker ending at `i`, past decoration such as
@@ -148,27 +149,25 @@ fn answer(text: &str, n: Number, flexible: bool) -> Answer {
     Answer { value: n.value, text: written.to_owned(), flexible }
 }
 
-/// End of the last occurrence of `needle`.
+/// End of the last occurrence of `needle` (SIMD search: most texts hold
+/// no `</think>` or `\\boxed{` and are scanned whole).
 fn rfind(text: &str, needle: &str) -> Option<usize> {
-    text.rfind(needle).map(|p| p + needle.len())
+    memchr::memmem::rfind(text.as_bytes(), needle.as_bytes()).map(|p| p + needle.len())
 }
 
-/// End of the last ASCII-case-insensitive occurrence of `needle`.
+/// End of the last ASCII-case-insensitive occurrence of `needle` (which
+/// starts with a letter): candidates are found with SIMD `memrchr2`.
 fn rfind_ci(b: &[u8], needle: &[u8]) -> Option<usize> {
     let n = needle.len();
-    (0..=b.len().checked_sub(n)?)
-        .rev()
-        .find(|&s| b[s..s + n].eq_ignore_ascii_case(needle))
+    let first = needle[0].to_ascii_lowercase();
+    memchr::memrchr2_iter(first, first.to_ascii_uppercase(), b)
+        .find(|&s| b.len() - s >= n && b[s..s + n].eq_ignore_ascii_case(needle))
         .map(|s| s + n)
 }
 
 /// End of the last occurrence of `needle` that starts a line.
 fn rfind_line_start(b: &[u8], needle: &[u8]) -> Option<usize> {
-    let n = needle.len();
-    (0..=b.len().checked_sub(n)?)
-        .rev()
-        .find(|&s| &b[s..s + n] == needle && (s == 0 || b[s - 1] == b'\n'))
-        .map(|s| s + n)
+    memchr::memmem::rfind_iter(b, needle).find(|&s| s == 0 || b[s - 1] == b'\n').map(|s| s + needle.len())
 }
 
 #[cfg(test)]

@@ -97,16 +97,17 @@ pub fn claims(text: &str) -> Vec<Claim> {
 fn step_claims(step: &str, out: &mut Vec<Claim>) {
     let b = step.as_bytes();
     let mut i = 0;
-    while i < b.len() && out.len() < MAX_CLAIMS {
+    while out.len() < MAX_CLAIMS {
+        let Some(at) = memchr::memchr2(b'<', b'=', &b[i..]) else { return };
+        i += at;
         if b[i..].starts_with(b"<<") {
-            let body_end = step[i + 2..].find(">>").map(|e| i + 2 + e);
-            let Some(end) = body_end else { return };
+            let Some(end) = memchr::memmem::find(&b[i + 2..], b">>").map(|e| i + 2 + e) else { return };
             out.extend(annotation(&step[i + 2..end]));
             i = end + 2;
-        } else if b[i] == b'=' {
-            out.extend(prose_claim(step, i));
-            i += 1;
         } else {
+            if b[i] == b'=' {
+                out.extend(prose_claim(step, i));
+            }
             i += 1;
         }
     }
