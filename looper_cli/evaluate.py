@@ -64,6 +64,10 @@ def run_evals(cfg: EvalStageConfig) -> dict[str, Any]:
     checkpoints = _checkpoints(cfg)
     if len(checkpoints) == 1:
         return {"runs": [run_eval(cfg)], "comparisons": []}
+    from looper_cli.models import ModelSource
+
+    for ckpt in checkpoints:  # a typo in the last one fails before the first is evaluated
+        ModelSource.parse(ckpt)
     root = Path(cfg.output) if cfg.output is not None else DEFAULT_OUTPUT_ROOT
     labels = _unique_labels(checkpoints)
     summaries = [run_eval(dataclasses.replace(cfg, checkpoint=[ckpt],
