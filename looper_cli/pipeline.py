@@ -127,6 +127,7 @@ class Pipeline:
             atomic_write_json(stamp, {"fingerprint": fingerprint, "status": "running"})
             started = time.perf_counter()
             summary = run()
+            _free_accelerator_memory()
             record = StageRecord(name, "ran", round(time.perf_counter() - started, 2), summary)
             atomic_write_json(stamp, {"fingerprint": fingerprint, "status": "done",
                                       "seconds": record.seconds, "summary": _jsonable(summary)})
@@ -314,6 +315,17 @@ def _train(section: str, cfg: Any, stage: Callable[[Any], dict[str, Any]], out: 
     if result.returncode != 0:
         raise UserError(f"the {section} stage failed (exit code {result.returncode}); rerun the pipeline to resume")
     return json.loads((out / "summary.json").read_text())
+
+
+def _free_accelerator_memory() -> None:
+    """The next stage (rollout workers, the next trainer) needs the GPU memory
+    the finished stage's model and optimizer held."""
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _set_aside(paths: list[Path]) -> None:
