@@ -107,8 +107,10 @@ def arm_posteriors(run: Path) -> dict[str, Any] | None:
 
 
 def _pyplot() -> Any:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("looper report needs matplotlib: pip install 'looper[report]'") from None
     matplotlib.use("Agg")  # files only; never a display
     import matplotlib.pyplot as plt
 
