@@ -4,7 +4,7 @@
 use crate::arms::{arm_scores, N_ARMS};
 use crate::counterfactual::{soundness, Question};
 use crate::extract::answers_equal;
-use crate::similarity::{combine, normalised, sequence_similarity, Dense, Pattern};
+use crate::similarity::{combine, lcs_len, Dense, Pattern};
 use crate::solution::Solution;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,8 +92,7 @@ fn path_consistency(sols: &[Solution]) -> Vec<f64> {
         let pattern = Pattern::new(&dense.streams[i], dense.vocab);
         for j in i + 1..k {
             let lcs = pattern.lcs(&dense.streams[j]);
-            let seq = normalised(lcs, sols[i].tokens.len(), sols[j].tokens.len());
-            let s = combine(seq, &sols[i].values, &sols[j].values);
+            let s = combine(lcs, sols[i].tokens.len(), sols[j].tokens.len(), &sols[i].values, &sols[j].values);
             sim[i * k + j] = s;
             sim[j * k + i] = s;
         }
@@ -110,7 +109,7 @@ fn path_consistency(sols: &[Solution]) -> Vec<f64> {
 /// Path similarity of two parsed solutions (symmetric, 1 for itself unless
 /// empty, 0 with nothing shared).
 pub fn path_similarity(a: &Solution, b: &Solution) -> f64 {
-    combine(sequence_similarity(&a.tokens, &b.tokens), &a.values, &b.values)
+    combine(lcs_len(&a.tokens, &b.tokens), a.tokens.len(), b.tokens.len(), &a.values, &b.values)
 }
 
 /// AUC of `scores` ranking correct above incorrect (ties 1/2); `None` unless

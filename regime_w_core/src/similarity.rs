@@ -199,22 +199,19 @@ pub fn multiset_dice(a: &[i64], b: &[i64]) -> f64 {
     2.0 * common as f64 / (a.len() + b.len()) as f64
 }
 
-/// Combines sequence similarity with value overlap. Values weigh half when
-/// either side has any; two value-free paths are compared by words alone.
-pub fn combine(seq: f64, values_a: &[i64], values_b: &[i64]) -> f64 {
-    if values_a.is_empty() && values_b.is_empty() {
-        seq
-    } else {
-        0.5 * seq + 0.5 * multiset_dice(values_a, values_b)
-    }
-}
-
-/// `2 * lcs / (la + lb)`; 0 when both are empty (nothing to stand on).
-pub fn normalised(lcs: usize, la: usize, lb: usize) -> f64 {
-    if la + lb == 0 {
-        0.0
-    } else {
-        (2 * lcs) as f64 / (la + lb) as f64
+/// Path similarity from the LCS of two streams (lengths `la`, `lb`) and
+/// their value multisets. Each part counts when either side has something
+/// for it, so sim(a, a) = 1 for any `a` with tokens or values, and 0 when
+/// nothing is shared.
+pub fn combine(lcs: usize, la: usize, lb: usize, values_a: &[i64], values_b: &[i64]) -> f64 {
+    let has_tokens = la + lb > 0;
+    let has_values = !values_a.is_empty() || !values_b.is_empty();
+    let seq = || (2 * lcs) as f64 / (la + lb) as f64;
+    match (has_tokens, has_values) {
+        (true, true) => 0.5 * seq() + 0.5 * multiset_dice(values_a, values_b),
+        (true, false) => seq(),
+        (false, true) => multiset_dice(values_a, values_b),
+        (false, false) => 0.0,
     }
 }
 
@@ -338,11 +335,10 @@ fn step(v: &mut [u64], m: &[u64]) {
     }
 }
 
-/// Sequence similarity of two hashed token streams, without a group table.
-pub fn sequence_similarity(a: &[u32], b: &[u32]) -> f64 {
+/// LCS length of two hashed token streams, without a group table.
+pub fn lcs_len(a: &[u32], b: &[u32]) -> usize {
     let dense = Dense::new([a, b]);
-    let lcs = Pattern::new(&dense.streams[0], dense.vocab).lcs(&dense.streams[1]);
-    normalised(lcs, a.len(), b.len())
+    Pattern::new(&dense.streams[0], dense.vocab).lcs(&dense.streams[1])
 }
 
 #[cfg(test)]
@@ -390,9 +386,11 @@ mod tests {
     #[test]
     fn similarity_bounds() {
         let a = toks("she has 5 apples");
-        assert_eq!(sequence_similarity(&a, &a), 1.0);
-        assert_eq!(sequence_similarity(&a, &toks("zero overlap here")), 0.0);
-        assert_eq!(sequence_similarity(&[], &[]), 0.0);
+        let sim = |a: &[u32], b: &[u32]| combine(lcs_len(a, b), a.len(), b.len(), &[], &[]);
+        assert_eq!(sim(&a, &a), 1.0);
+        assert_eq!(sim(&a, &toks("zero overlap here")), 0.0);
+        assert_eq!(sim(&[], &[]), 0.0);
+        assert_eq!(combine(0, 0, 0, &[5], &[5]), 1.0);
         assert_eq!(multiset_dice(&[1, 2, 2], &[2, 2, 3]), 2.0 * 2.0 / 6.0);
     }
 }
