@@ -144,8 +144,15 @@ def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
 
 
 def start_checkpoint(cfg: PPOStageConfig) -> Path:
+    """The policy to start from, after checking the options that would
+    otherwise fail deep inside TRL."""
     if (cfg.sft is None) == (cfg.dpo is None):
         raise UserError("ppo needs exactly one of --sft DIR or --dpo DIR (the policy to start from)")
+    if cfg.num_generations < 2:
+        raise UserError("--num-generations must be at least 2 (advantages are relative to the group)")
+    if cfg.batch_size % cfg.num_generations:
+        raise UserError(f"--batch-size ({cfg.batch_size}) must be a multiple of --num-generations "
+                        f"({cfg.num_generations}) so every group is scored whole")
     return Path(cfg.sft or cfg.dpo)  # type: ignore[arg-type]
 
 
@@ -162,11 +169,6 @@ def ppo_dataset(problems: list[Problem], tokenizer: Any, template: Template) -> 
 
 def build_trainer(cfg: PPOStageConfig, model: Any, tokenizer: Any, dataset: Any, reward: Any,
                   out_dir: Path, peft_config: Any) -> Any:
-    if cfg.num_generations < 2:
-        raise UserError("--num-generations must be at least 2 (advantages are relative to the group)")
-    if cfg.batch_size % cfg.num_generations:
-        raise UserError(f"--batch-size ({cfg.batch_size}) must be a multiple of --num-generations "
-                        f"({cfg.num_generations}) so every group is scored whole")
     device = training.train_device()
     common = training.trl_args(
         cfg, out_dir, device,

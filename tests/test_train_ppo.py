@@ -1,0 +1,91 @@
+"""looper ppo on the warm tiny model: GRPO with the Regime W reward trains,
+logs reward/accuracy, keeps the bandit in bandit.json (and in each
+checkpoint), resumes, and the reward maps scores back to the right
+completions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PPO_ARGS = ["--data", "synthetic:8", "--num-generations", "4", "--batch-size", "8", "--max-new-tokens", "40",
+            "--lr", "1e-4", "--save-steps", "2", "--lora-r", "8"]
+
+
+def test_regime_w_reward_scores_each_group_and_keeps_input_order() -> None:
+    """Completions of two questions arrive interleaved; each gets the reward
+    score_groups gives it inside its own group."""
+    from looper_cli.ppo import RegimeWReward
+    from looper_cli.reward import RewardWeights
+    from looper_cli.scoring import load_bandit, score_groups
+
+    a = ["2+3 = <<2+3=5>>5\n#### 5", "2*3 = <<2*3=6>>6\n#### 6", "#### 5"]
+    b = ["10-4 = <<10-4=6>>6\n#### 6", "#### 7", "10-4 = 6\n#### 6"]
+    order = [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("b", 2), ("a", 2)]
+    texts = {"a": a, "b": b}
+    completions = [texts[q][i] for q, i in order]
+    ids = [[1] * (5 + len(c) // 4) for c in completions]
+    gold = {"a": 5.0, "b": 6.0}
+    questions = {"a": "Add 2 and 3.", "b": "Take 4 from 10."}
+    weights = RewardWeights(1.0, 0.5, 0.1)
+    got = RegimeWReward(load_bandit(None, seed=3), weights)(
+        prompts=["p"] * 6, completions=completions, completion_ids=ids, question_id=[q for q, _ in order],
+        gold=[gold[q] for q, _ in order], question=[questions[q] for q, _ in order])
+
+    tokens = {q: [len(ids[k]) for k, (qq, _) in enumerate(order) if qq == q] for q in "ab"}
+    expected = score_groups([a, b], [tokens["a"], tokens["b"]], load_bandit(None, seed=3),
+                            golds=[5.0, 6.0], questions=[questions["a"], questions["b"]], weights=weights)
+    flat = {("a", i): expected.reward[i] for i in range(3)} | {("b", i): expected.reward[3 + i] for i in range(3)}
+    assert np.allclose(got, [flat[key] for key in order])
+    assert got[0] > got[2]  # the correct answer to "a" beats the wrong one
+
+
+def test_ppo_grpo_trains_logs_reward_and_saves_bandit(warm_tiny_model: Path, tmp_path: Path, cli) -> None:
+    out, config = tmp_path / "ppo", tmp_path / "run.toml"
+    config.write_text("[ppo]\nlogging_steps = 1\n")
+    result = cli("ppo", "--sft", warm_tiny_model, *PPO_ARGS, "--max-steps", "2", "-o", out, "--config", config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["algo"] == "grpo"
+    assert summary["mean_reward"] is not None and 0.0 <= summary["accuracy"] <= 1.0
+    for name in ("adapter_config.json", "adapter_model.safetensors", "bandit.json", "config.toml",
+                 "checkpoint-2/bandit.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "ref").exists()
+    logs = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"][0]
+    assert "rewards/regime_w/mean" in logs and "s_wm" in logs
+
+    from regime_w_core import Bandit
+
+    Bandit.from_json((out / "bandit.json").read_text())  # a state the core reads back
+
+
+def test_ppo_rloo_resumes_from_checkpoint_with_its_bandit(warm_tiny_model: Path, tmp_path: Path) -> None:
+    from looper_cli.ppo import PPOStageConfig, run_ppo
+
+    out = tmp_path / "rloo"
+    options = dict(sft=warm_tiny_model, data="synthetic:8", algo="rloo", num_generations=4, batch_size=8,
+                   max_new_tokens=32, lr=1e-4, save_steps=1, lora_r=8, output=out)
+    run_ppo(PPOStageConfig(max_steps=1, **options))  # type: ignore[arg-type]
+    (out / "summary.json").unlink()  # as if killed after checkpoint-1
+    (out / "checkpoint-1" / "bandit.json").write_text((out / "bandit.json").read_text())
+    summary = run_ppo(PPOStageConfig(max_steps=2, resume=True, **options))  # type: ignore[arg-type]
+    assert Path(summary["resumed_from"]).name == "checkpoint-1" and summary["steps"] == 2
+
+
+@pytest.mark.parametrize("case", ["both-starts", "no-start", "split-groups"])
+def test_ppo_user_errors_are_one_line(case: str, tmp_path: Path, cli) -> None:
+    start = tmp_path / "start"
+    start.mkdir()
+    args = {
+        "both-starts": ["--sft", start, "--dpo", start],
+        "no-start": [],
+        "split-groups": ["--sft", start, "--num-generations", "3", "--batch-size", "8"],
+    }[case]
+    result = cli("ppo", "--data", "synthetic:4", *args, "-o", tmp_path / "out")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("looper: error:"), result.stderr
