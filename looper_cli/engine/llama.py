@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 SUPPORTED_MODEL_TYPES = {"llama"}
+SLOT_ALIGN = 64  # cache length multiple; graphs.BUCKET is a multiple of it
 
 
 def base_causal_lm(model: Any) -> Any:
@@ -68,6 +69,7 @@ class LlamaRunner:
         self.cache_k = self.cache_v = None  # free first: the old cache may be most of the memory
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        length = -(-length // SLOT_ALIGN) * SLOT_ALIGN  # attention spans stay aligned for SDPA kernels
         shape = (len(self.layers), batch, self.kv_heads, length, self.head_dim)
         # Zeros, not empty: masked slots still meet the matmuls, and a NaN
         # left in fresh memory would survive the mask (NaN * 0 = NaN).
@@ -113,16 +115,14 @@ class LlamaRunner:
         batch = tokens.shape[0]
         cos, sin = self.cos[positions][:, None, None], self.sin[positions][:, None, None]
         slots = torch.arange(attend, device=tokens.device)
-        visible = (slots[None] >= starts[:, None]) & (slots[None] <= write_at)
-        bias = torch.zeros(visible.shape, device=tokens.device).masked_fill(~visible, float("-inf"))
-        bias = bias[:, None, None]  # [B, 1, 1, attend]
+        visible = ((slots[None] >= starts[:, None]) & (slots[None] <= write_at))[:, None, None]  # [B,1,1,T]
         x = self.embed(tokens)[:, None]
         for n, layer in enumerate(self.layers):
             q, k, v = self._pre(layer, x, cos, sin, self.heads, self.kv_heads, self.head_dim)
             keys, values = self.cache_k[n, :batch], self.cache_v[n, :batch]
             keys.index_copy_(2, write_at.view(1), k)
             values.index_copy_(2, write_at.view(1), v)
-            attn = self._attend(q, keys[:, :, :attend], values[:, :, :attend], bias, self.kv_heads, self.scale)
+            attn = self._attend(q, keys[:, :, :attend], values[:, :, :attend], visible, self.kv_heads, self.scale)
             x = self._post(layer, x, attn)
         return self.head(self.norm(x[:, 0])).float()
 
@@ -139,16 +139,17 @@ def pre_attention(layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Ten
     return rotate(q, cos, sin), rotate(k, cos, sin), v
 
 
-def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
+def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor,
               kv_heads: int, scale: float) -> torch.Tensor:
     """One query per row: q [B, heads, 1, d] over keys/values [B, kv, T, d].
     GQA without copying the cache: the query heads of one KV head form the
     rows of one small matmul against that head."""
     batch, heads, _, head_dim = q.shape
     qg = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)
-    scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * scale
-    probs = torch.softmax(scores + bias, dim=-1).to(values.dtype)
-    return torch.matmul(probs, values).reshape(batch, heads, 1, head_dim)
+    # As plain attention with `group` queries per KV head: one fused kernel
+    # (memory-efficient SDPA takes the mask) that reads each cache slot once.
+    out = F.scaled_dot_product_attention(qg, keys, values, attn_mask=visible, scale=scale)
+    return out.reshape(batch, heads, 1, head_dim)
 
 
 def finish_layer(layer: Any, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
