@@ -29,6 +29,9 @@ SUMMARY_NAME = "summary.json"
 COMPARE_NAME = "compare.json"
 DEFAULT_OUTPUT_ROOT = Path("outputs") / "eval"
 REQUIRED_ROW_KEYS = ("question_id", "completion", "correct", "correct_strict", "correct_flexible")
+# Extractor modes and the suffix of their fields in the log ("answer", "answer_strict", ...).
+EXTRACT_MODES: tuple[tuple[Literal["auto", "strict", "flexible"], str], ...] = (
+    ("auto", ""), ("strict", "_strict"), ("flexible", "_flexible"))
 # Options that change what a logged row means: a resumed eval must match them.
 IDENTITY_KEYS = ("checkpoint", "base_model", "dataset", "split", "samples", "temperature", "top_p",
                  "max_new_tokens", "template", "seed", "bandit")
@@ -268,8 +271,8 @@ def _load(cfg: EvalStageConfig) -> tuple[Any, Any]:
     quiet_hf_logging()
     base, adapter = resolve_checkpoint(_checkpoints(cfg)[0], cfg.base_model)
     # An adapter folder carries the tokenizer it was trained with (chat template included).
-    own_tokenizer = adapter is not None and has_tokenizer(adapter)
-    tokenizer = load_tokenizer(adapter if own_tokenizer else base, padding_side="left")
+    tokenizer_source = adapter if adapter is not None and has_tokenizer(adapter) else base
+    tokenizer = load_tokenizer(tokenizer_source, padding_side="left")
     model = load_model(base, adapter)
     model.eval()
     if adapter is not None:
@@ -317,15 +320,15 @@ def answer_text(completion: str) -> str:
 
 def judge(completion: str, gold: float | None) -> dict[str, Any]:
     """Answers under the three extraction modes and whether each is right."""
-    from regime_w_core import answers_equal, extract_answer
+    from regime_w_core import extract_answer
 
     text = answer_text(completion)
     fields: dict[str, Any] = {}
-    for mode, suffix in (("auto", ""), ("strict", "_strict"), ("flexible", "_flexible")):
+    for mode, suffix in EXTRACT_MODES:
         found = extract_answer(text, mode)
         value = None if found is None else float(found.value)
         fields[f"answer{suffix}"] = value
-        fields[f"correct{suffix}"] = bool(value is not None and gold is not None and answers_equal(value, gold))
+        fields[f"correct{suffix}"] = _is_correct(value, gold)
     return fields
 
 

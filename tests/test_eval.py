@@ -122,6 +122,7 @@ def test_resume_after_sigkill(tiny_model, gsm8k_dir, tmp_path, cli):
     assert summary["n"] == 21 and summary["evaluated_now"] == 21 - written_before
 
 
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_two_checkpoints_are_compared(tiny_model, gsm8k_dir, tmp_path):
     from looper_cli.evaluate import EvalStageConfig, run_evals
 
