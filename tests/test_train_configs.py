@@ -1,0 +1,31 @@
+"""The shipped pipeline configs resolve against every stage they name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_pipeline_config_tables_resolve(path: Path) -> None:
+    from looper_cli.config import load_toml, resolve
+    from looper_cli.dpo import DPOStageConfig
+    from looper_cli.evaluate import EvalStageConfig
+    from looper_cli.ppo import PPOStageConfig
+    from looper_cli.prefs import PrefsStageConfig
+    from looper_cli.rollout import RolloutStageConfig
+    from looper_cli.sft import SFTStageConfig
+
+    stages = {"sft": SFTStageConfig, "dpo": DPOStageConfig, "ppo": PPOStageConfig, "rollout": RolloutStageConfig,
+              "prefs": PrefsStageConfig, "eval": EvalStageConfig}
+    table = load_toml(path)
+    assert set(table["stages"]) <= set(stages)
+    for section in [name for name in table if isinstance(table[name], dict)]:
+        cfg = resolve(stages[section], section, path)  # unknown keys or wrong types raise UserError
+        if hasattr(cfg, "base_model") and section in ("sft", "rollout"):
+            assert cfg.base_model == table["base_model"]
