@@ -31,17 +31,18 @@ def maybe_relaunch(gpus: Optional[int], accelerate_config: Optional[Path]) -> No
     are not already a launched child; exits with the children's status."""
     if in_launched_child() or gpus is None:
         return
+    if gpus == 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # --gpus 0: train on the CPU even on a GPU machine
+        return
     from looper_cli.gpus import check_gpus
 
     check_gpus(gpus)
-    if gpus <= 1:
+    if gpus == 1:
         return
     command = launch_command(gpus, accelerate_config, sys.argv[1:])
     env = {**os.environ, LAUNCHED_ENV: "1"}
-    code = subprocess.call(command, env=env)
-    if code == 0:
-        raise SystemExit(0)
-    raise UserError(f"the {gpus}-GPU training run failed (exit {code}); see the messages above")
+    # The children print their own errors; pass their exit status on as is.
+    raise SystemExit(subprocess.call(command, env=env))
 
 
 def launch_command(gpus: int, accelerate_config: Optional[Path], argv: Sequence[str]) -> list[str]:
@@ -53,7 +54,7 @@ def launch_command(gpus: int, accelerate_config: Optional[Path], argv: Sequence[
             raise UserError(f"accelerate config file not found: {accelerate_config}")
         command += ["--config_file", str(accelerate_config)]
     else:
-        command += ["--multi_gpu", "--mixed_precision", "bf16"]
+        command += ["--multi_gpu", "--mixed_precision", "bf16", "--dynamo_backend", "no"]
     command += ["--num_processes", str(gpus * nodes)]
     if nodes > 1:
         command += ["--num_machines", str(nodes),

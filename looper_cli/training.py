@@ -98,6 +98,9 @@ def trl_args(opts: TrainOptions, out_dir: Path, device: str, **stage_args: Any) 
         seed=opts.seed,
         bf16=on_gpu,
         use_cpu=not on_gpu,
+        # Recompute activations on GPU (7B-8B models at 1-2k tokens need it);
+        # on CPU the tiny models do not, and it would only cost time.
+        gradient_checkpointing=on_gpu,
         save_strategy="steps",
         save_steps=opts.save_steps,
         save_total_limit=opts.save_total_limit,

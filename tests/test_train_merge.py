@@ -50,6 +50,11 @@ def test_launch_command_reruns_the_same_command_under_accelerate(tmp_path: Path,
     assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert command[command.index("--num_processes") + 1] == "8"
     assert command[-len(argv) - 2:] == ["-m", "looper_cli", *argv]
+    from accelerate.commands.launch import launch_command_parser
+
+    parsed = launch_command_parser().parse_args(command[3:])  # accelerate's own parser reads it as meant
+    assert parsed.module and parsed.training_script == "looper_cli" and parsed.training_script_args == argv
+    assert parsed.multi_gpu and parsed.mixed_precision == "bf16"
 
     fsdp = tmp_path / "fsdp.yaml"
     fsdp.write_text("distributed_type: FSDP\n")
