@@ -48,7 +48,7 @@ class EvalStageConfig:
     temperature: float = 0.8  # of the K samples (the headline completion is greedy)
     top_p: float = 1.0
     max_new_tokens: int = 512
-    batch_size: int = 64  # questions per chunk (the engine batches their sequences)
+    batch_size: int = 256  # sequences in flight, as in rollout (also: questions logged per chunk)
     output: Optional[Path] = None
     engine: Literal["auto", "hf", "fast"] = "auto"
     template: Literal["chat", "plain"] = "chat"
@@ -249,19 +249,22 @@ def _evaluate(cfg: EvalStageConfig, problems: list[Any], already_done: int):
                             seed=cfg.seed, batch_size=cfg.batch_size)
     sampled = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                              top_p=cfg.top_p, samples=max(1, cfg.samples), seed=cfg.seed,
-                             batch_size=cfg.batch_size * max(1, cfg.samples))
+                             batch_size=cfg.batch_size)  # the engine runs batch_size // K prompts at once
     bandit = load_bandit(_bandit_path(cfg), seed=cfg.seed) if cfg.samples > 1 else None
     with make_progress() as progress:
         task = progress.add_task("eval", total=len(problems) + already_done, completed=already_done)
+
+        def advance(_index: int, _group: list[Any]) -> None:
+            progress.advance(task)  # as the last generation pass of a chunk finishes each question
+
         for start in range(0, len(problems), cfg.batch_size):
             chunk = problems[start:start + cfg.batch_size]
             chunk_prompts = prompts[start:start + cfg.batch_size]
-            firsts = generator.generate(chunk_prompts, greedy)
-            groups = generator.generate(chunk_prompts, sampled) if cfg.samples else None
+            firsts = generator.generate(chunk_prompts, greedy, None if cfg.samples else advance)
+            groups = generator.generate(chunk_prompts, sampled, advance) if cfg.samples else None
             sample_fields = _sample_fields(chunk, groups, bandit) if groups else [{}] * len(chunk)
             for problem, prompt, first, extra in zip(chunk, chunk_prompts, firsts, sample_fields):
                 yield {**example_row(problem, prompt, first[0].text, first[0].tokens, first[0].finished), **extra}
-                progress.advance(task)
 
 
 def _load(cfg: EvalStageConfig) -> tuple[Any, Any]:

@@ -28,8 +28,9 @@ def eval_command(
     temperature: Optional[float] = typer.Option(None, help="Temperature of the K samples. Default: 0.8.",
                                                 show_default=False),
     max_new_tokens: Optional[int] = typer.Option(None, help="Default: 512.", show_default=False),
-    batch_size: Optional[int] = typer.Option(None, help="Questions per chunk (written to the log together). "
-                                             "Default: 64.", show_default=False),
+    batch_size: Optional[int] = typer.Option(None, help="Sequences in flight (questions x samples), as in "
+                                             "rollout; also questions logged per chunk. Default: 256.",
+                                             show_default=False),
     output: Optional[Path] = typer.Option(None, help="Eval folder (several checkpoints: the parent folder). "
                                           "Default: outputs/eval/<checkpoint>-<dataset>.", show_default=False),
     engine: Optional[str] = typer.Option(None, help="auto, hf or fast. Default: auto.", show_default=False),
