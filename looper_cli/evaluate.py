@@ -35,6 +35,7 @@ EXTRACT_MODES: tuple[tuple[Literal["auto", "strict", "flexible"], str], ...] = (
 # Options that change what a logged row means: a resumed eval must match them.
 IDENTITY_KEYS = ("checkpoint", "base_model", "dataset", "split", "samples", "temperature", "top_p",
                  "max_new_tokens", "template", "seed", "bandit")
+SAMPLING_ONLY_KEYS = ("temperature", "top_p", "seed", "bandit")  # no effect on a greedy-only eval
 
 
 @dataclass
@@ -198,7 +199,9 @@ def _check_resumable(cfg: EvalStageConfig, out_dir: Path) -> None:
         return
     saved = load_toml(saved_path).get(SECTION, {})
     current = as_dict(cfg)
-    changed = [k for k in IDENTITY_KEYS if _norm(saved.get(k)) != _norm(current.get(k))]
+    greedy_only = not saved.get("samples") and not current.get("samples")
+    keys = [k for k in IDENTITY_KEYS if not (greedy_only and k in SAMPLING_ONLY_KEYS)]
+    changed = [k for k in keys if _norm(saved.get(k)) != _norm(current.get(k))]
     if changed:
         raise UserError(f"{out_dir} holds an eval made with different {', '.join(changed)}; "
                         f"use another --output or delete that folder")
