@@ -194,16 +194,17 @@ fn dependence(claims: &[Claim], sources: &[Vec<Source>], scope: &[usize], a: usi
         return 0.0;
     }
     let base: Vec<f64> = claims.iter().map(Claim::value).collect();
-    let moved = targets.iter().filter(|&&t| moves(claims, sources, &base, a, t)).count();
+    let moved = targets.iter().filter(|&&t| moves(claims, sources, &base, scope, a, t)).count();
     moved as f64 / targets.len() as f64
 }
 
-/// Re-evaluates claims `0..=a` with `target` perturbed and results
-/// propagated as deltas; whether claim `a` changes.
-fn moves(claims: &[Claim], sources: &[Vec<Source>], base: &[f64], a: usize, target: Target) -> bool {
+/// Re-evaluates the answer's ancestry (`scope`, ascending, ending at `a`)
+/// with `target` perturbed and results propagated as deltas; whether claim
+/// `a` changes. Claims outside the ancestry cannot reach `a`.
+fn moves(claims: &[Claim], sources: &[Vec<Source>], base: &[f64], scope: &[usize], a: usize, target: Target) -> bool {
     let mut new = base[..=a].to_vec();
     let mut leaves = Vec::new();
-    for k in 0..=a {
+    for &k in scope {
         leaves.clear();
         for (l, (s, &x)) in sources[k].iter().zip(&claims[k].expr.leaves).enumerate() {
             leaves.push(match *s {

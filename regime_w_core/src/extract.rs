@@ -149,10 +149,20 @@ fn answer(text: &str, n: Number, flexible: bool) -> Answer {
     Answer { value: n.value, text: written.to_owned(), flexible }
 }
 
-/// End of the last occurrence of `needle` (SIMD search: most texts hold
-/// no `</think>` or `\\boxed{` and are scanned whole).
-fn rfind(text: &str, needle: &str) -> Option<usize> {
-    memchr::memmem::rfind(text.as_bytes(), needle.as_bytes()).map(|p| p + needle.len())
+/// End of the last occurrence of `needle`. The searchers are built once:
+/// most texts hold no `</think>` or `\\boxed{` and are scanned whole, so the
+/// SIMD search, not its setup, should be the cost.
+fn rfind(text: &str, needle: &'static str) -> Option<usize> {
+    use memchr::memmem::FinderRev;
+    use std::sync::LazyLock;
+    static FINDERS: LazyLock<[FinderRev<'static>; 3]> =
+        LazyLock::new(|| ["####", "</think>", "\\boxed{"].map(FinderRev::new));
+    let finder = FINDERS.iter().find(|f| f.needle() == needle.as_bytes());
+    let at = match finder {
+        Some(f) => f.rfind(text.as_bytes()),
+        None => memchr::memmem::rfind(text.as_bytes(), needle.as_bytes()),
+    };
+    at.map(|p| p + needle.len())
 }
 
 /// End of the last ASCII-case-insensitive occurrence of `needle` (which

@@ -88,13 +88,22 @@ fn path_consistency(sols: &[Solution]) -> Vec<f64> {
     }
     let dense = Dense::new(sols.iter().map(|s| s.tokens.as_slice()));
     let mut sim = vec![0.0f64; k * k];
+    let mut set = |i: usize, j: usize, lcs: usize| {
+        let s = combine(lcs, sols[i].tokens.len(), sols[j].tokens.len(), &sols[i].values, &sols[j].values);
+        sim[i * k + j] = s;
+        sim[j * k + i] = s;
+    };
     for i in 0..k - 1 {
         let pattern = Pattern::new(&dense.streams[i], dense.vocab);
-        for j in i + 1..k {
-            let lcs = pattern.lcs(&dense.streams[j]);
-            let s = combine(lcs, sols[i].tokens.len(), sols[j].tokens.len(), &sols[i].values, &sols[j].values);
-            sim[i * k + j] = s;
-            sim[j * k + i] = s;
+        let mut j = i + 1;
+        while j + 1 < k {
+            let (x, y) = pattern.lcs2(&dense.streams[j], &dense.streams[j + 1]);
+            set(i, j, x);
+            set(i, j + 1, y);
+            j += 2;
+        }
+        if j < k {
+            set(i, j, pattern.lcs(&dense.streams[j]));
         }
     }
     (0..k)

@@ -295,13 +295,52 @@ impl Pattern {
         }
     }
 
+    /// LCS lengths of the pattern with two texts at once: the two
+    /// dependency chains interleave, so the core retires both in about the
+    /// time of one.
+    pub fn lcs2(&self, a: &[u32], b: &[u32]) -> (usize, usize) {
+        if self.len == 0 {
+            return (0, 0);
+        }
+        match self.words {
+            1 => self.lcs2_fixed::<1>(a, b),
+            2 => self.lcs2_fixed::<2>(a, b),
+            3 => self.lcs2_fixed::<3>(a, b),
+            4 => self.lcs2_fixed::<4>(a, b),
+            5 => self.lcs2_fixed::<5>(a, b),
+            6 => self.lcs2_fixed::<6>(a, b),
+            7 => self.lcs2_fixed::<7>(a, b),
+            8 => self.lcs2_fixed::<8>(a, b),
+            _ => (self.lcs_any(a), self.lcs_any(b)),
+        }
+    }
+
+    fn row<const W: usize>(&self, t: u32) -> &[u64; W] {
+        self.rows[t as usize * W..][..W].try_into().expect("row width")
+    }
+
+    fn lcs2_fixed<const W: usize>(&self, a: &[u32], b: &[u32]) -> (usize, usize) {
+        let (mut va, mut vb) = ([!0u64; W], [!0u64; W]);
+        let common = a.len().min(b.len());
+        for (&ta, &tb) in a[..common].iter().zip(&b[..common]) {
+            step(&mut va, self.row::<W>(ta));
+            step(&mut vb, self.row::<W>(tb));
+        }
+        for &t in &a[common..] {
+            step(&mut va, self.row::<W>(t));
+        }
+        for &t in &b[common..] {
+            step(&mut vb, self.row::<W>(t));
+        }
+        (self.zeros(&va), self.zeros(&vb))
+    }
+
     /// Fixed widths let the compiler keep the state in registers and unroll
     /// the carry chain.
     fn lcs_fixed<const W: usize>(&self, text: &[u32]) -> usize {
         let mut v = [!0u64; W];
         for &t in text {
-            let row: &[u64; W] = self.rows[t as usize * W..][..W].try_into().expect("row width");
-            step(&mut v, row);
+            step(&mut v, self.row::<W>(t));
         }
         self.zeros(&v)
     }
@@ -379,8 +418,12 @@ mod tests {
         let a: Vec<u32> = (0..300).map(|i| (i * 7 % 13) as u32).collect();
         let b: Vec<u32> = (0..250).map(|i| (i * 5 % 11) as u32).collect();
         let dense = Dense::new([a.as_slice(), b.as_slice()]);
-        let got = Pattern::new(&dense.streams[0], dense.vocab).lcs(&dense.streams[1]);
-        assert_eq!(got, lcs_reference(&a, &b));
+        let pattern = Pattern::new(&dense.streams[0], dense.vocab);
+        assert_eq!(pattern.lcs(&dense.streams[1]), lcs_reference(&a, &b));
+        let short = &dense.streams[1][..100];
+        let expected = (lcs_reference(&a, &b), lcs_reference(&a, &b[..100]));
+        assert_eq!(pattern.lcs2(&dense.streams[1], short), expected);
+        assert_eq!(pattern.lcs2(short, &dense.streams[1]), (expected.1, expected.0));
     }
 
     #[test]
