@@ -198,9 +198,9 @@ def _is_number(value: Any) -> bool:
 
 
 def _short_logs(logs: dict[str, Any]) -> str:
-    keys = ("loss", "reward", "rewards/accuracy/mean", "rewards/margins", "learning_rate")
-    return "  ".join(f"{k.split('/')[-2] if k.count('/') > 1 else k}={logs[k]:.4g}"
-                     for k in keys if _is_number(logs.get(k)))
+    """The few numbers worth watching, beside the bar."""
+    keys = ("loss", "reward", "accuracy", "rewards/margins")
+    return "  ".join(f"{k.split('/')[-1]}={logs[k]:.4g}" for k in keys if _is_number(logs.get(k)))
 
 
 def quiet_hf_logging() -> None:

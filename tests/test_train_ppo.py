@@ -70,8 +70,8 @@ def test_ppo_rloo_resumes_from_checkpoint_with_its_bandit(warm_tiny_model: Path,
     options = dict(sft=warm_tiny_model, data="synthetic:8", algo="rloo", num_generations=4, batch_size=8,
                    max_new_tokens=32, lr=1e-4, save_steps=1, lora_r=8, output=out)
     run_ppo(PPOStageConfig(max_steps=1, **options))  # type: ignore[arg-type]
+    assert (out / "checkpoint-1" / "bandit.json").is_file()  # saved with the checkpoint
     (out / "summary.json").unlink()  # as if killed after checkpoint-1
-    (out / "checkpoint-1" / "bandit.json").write_text((out / "bandit.json").read_text())
     summary = run_ppo(PPOStageConfig(max_steps=2, resume=True, **options))  # type: ignore[arg-type]
     assert Path(summary["resumed_from"]).name == "checkpoint-1" and summary["steps"] == 2
 
