@@ -97,7 +97,7 @@ def load_base_model(source: str | Path, device: str | None = None, dtype: Any = 
         # Adapters record their base by this name: make it the .gguf file
         # itself, so `adapter_base()` points at something loadable.
         model.config._name_or_path = str(Path(src.path_or_id) / src.gguf_file)
-    return model.to(device)
+    return model.to(device)  # type: ignore[arg-type]  # transformers stub types .to oddly
 
 
 def load_model(base: str | Path, adapter: str | Path | None = None, device: str | None = None,

@@ -111,7 +111,7 @@ def synthetic_problems(n: int, seed: int = 0, split: str = "train") -> list[dict
     """`n` problems as GSM8K rows ({question, answer}). Train and test use
     disjoint seed streams so they don't share problems by construction."""
     r = random.Random(f"{split}:{seed}")
-    rows = []
+    rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     while len(rows) < n:
         question, steps, value = r.choice(TEMPLATES)(r)
