@@ -47,29 +47,29 @@ fn decimals_of(v: f64) -> i32 {
 }
 
 /// Steps of a solution: its non-empty lines, or its sentences when it is one
-/// line.
+/// line. Claim scanning stops at the same boundaries without splitting.
 pub fn split_steps(text: &str) -> Vec<&str> {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if lines.len() != 1 {
         return lines;
     }
-    sentences(lines[0])
-}
-
-/// Sentence ends are `.`, `!`, `?` followed by whitespace (not `0.5`).
-fn sentences(line: &str) -> Vec<&str> {
+    let line = lines[0];
     let b = line.as_bytes();
     let mut out = Vec::new();
     let mut start = 0;
     for i in 0..b.len() {
-        let end = matches!(b[i], b'.' | b'!' | b'?') && b.get(i + 1).is_some_and(u8::is_ascii_whitespace);
-        if end {
+        if sentence_end(b, i) {
             push_trimmed(&mut out, &line[start..=i]);
             start = i + 1;
         }
     }
     push_trimmed(&mut out, &line[start..]);
     out
+}
+
+/// `.`, `!` or `?` followed by whitespace ends a sentence (`0.5` does not).
+fn sentence_end(b: &[u8], i: usize) -> bool {
+    matches!(b[i], b'.' | b'!' | b'?') && b.get(i + 1).is_some_and(u8::is_ascii_whitespace)
 }
 
 fn push_trimmed<'a>(out: &mut Vec<&'a str>, s: &'a str) {
@@ -79,38 +79,33 @@ fn push_trimmed<'a>(out: &mut Vec<&'a str>, s: &'a str) {
     }
 }
 
-/// Every claim of a text, in reading order, at most `MAX_CLAIMS`.
+/// Every claim of a text, in reading order, at most `MAX_CLAIMS`. One SIMD
+/// pass finds the `<<` and `=` candidates; a claim never crosses a step
+/// boundary (a line or sentence end).
 pub fn claims(text: &str) -> Vec<Claim> {
-    let mut out = Vec::new();
-    for step in split_steps(text) {
-        step_claims(step, &mut out);
-        if out.len() >= MAX_CLAIMS {
-            out.truncate(MAX_CLAIMS);
-            break;
-        }
-    }
-    out
-}
-
-/// Claims of one step: calculator annotations are read whole and skipped,
-/// every other `=` is tried as the end of a prose expression.
-fn step_claims(step: &str, out: &mut Vec<Claim>) {
-    let b = step.as_bytes();
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(16);
     let mut i = 0;
     while out.len() < MAX_CLAIMS {
-        let Some(at) = memchr::memchr2(b'<', b'=', &b[i..]) else { return };
+        let Some(at) = memchr::memchr2(b'<', b'=', &b[i..]) else { break };
         i += at;
         if b[i..].starts_with(b"<<") {
-            let Some(end) = memchr::memmem::find(&b[i + 2..], b">>").map(|e| i + 2 + e) else { return };
-            out.extend(annotation(&step[i + 2..end]));
-            i = end + 2;
+            let body = memchr::memmem::find(&b[i + 2..], b">>").map(|e| i + 2..i + 2 + e);
+            match body {
+                Some(body) if !b[body.clone()].contains(&b'\n') => {
+                    out.extend(annotation(&text[body.clone()]));
+                    i = body.end + 2;
+                }
+                _ => i += 2,
+            }
         } else {
             if b[i] == b'=' {
-                out.extend(prose_claim(step, i));
+                out.extend(prose_claim(text, i));
             }
             i += 1;
         }
     }
+    out
 }
 
 /// `48/2=24` inside `<<...>>`.
@@ -147,13 +142,17 @@ fn skip_space(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Walks left from `eq` over bytes that can belong to an expression. A
-/// letter `x` counts only as a standalone operator (`5 x 2`, not `box`).
+/// Walks left from `eq` over bytes that can belong to an expression, up to
+/// the start of the step. A letter `x` counts only as a standalone operator
+/// (`5 x 2`, not `box`).
 fn expression_start(b: &[u8], eq: usize) -> usize {
     let floor = eq.saturating_sub(MAX_LEN);
     let mut s = eq;
     while s > floor {
         let c = b[s - 1];
+        if sentence_end(b, s - 1) {
+            break;
+        }
         let ok = match c {
             b'0'..=b'9' | b' ' | b'.' | b',' | b'+' | b'-' | b'*' | b'/' | b'^' | b'%' | b'(' | b')' | b'$' => true,
             b'x' | b'X' => s < 2 || matches!(b[s - 2], b' ' | b'0'..=b'9' | b')'),
@@ -195,6 +194,8 @@ mod tests {
         assert_eq!(pairs("box = 5, Total = 24"), vec![]);
         assert_eq!(pairs("100/3 = 33.33 and 10/3 = 3"), vec![(vec![100.0, 3.0], 33.33, true), (vec![10.0, 3.0], 3.0, false)]);
         assert_eq!(pairs("Yes, 48 × 2 = 96"), vec![(vec![48.0, 2.0], 96.0, true)]);
+        assert_eq!(pairs("It costs $5. 3 + 4 = 7"), vec![(vec![3.0, 4.0], 7.0, true)]);
+        assert_eq!(pairs("2 + <<2\n+3=5>> 1 = 3"), vec![]);
         assert_eq!(pairs("1/0 = 5"), vec![(vec![1.0, 0.0], 5.0, false)]);
     }
 
