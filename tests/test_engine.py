@@ -88,3 +88,21 @@ def test_engine_choice(model_and_tokenizer):
     assert isinstance(make_generator(model, tok, "fast"), FastGenerator)
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32))
     assert not FastGenerator.supports(gpt2)
+
+
+def test_lora_adapter_applies_like_transformers(tiny_model, prompts):
+    """A PEFT-wrapped model goes through its LoRA layers (non-zero B) in the engine too."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    lora = get_peft_model(torch_model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0, samples=1, batch_size=4)
+    assert as_tuples(fast(lora, tok).generate(prompts, cfg)) == as_tuples(HFGenerator(lora, tok).generate(prompts, cfg))
+
+
+def test_zero_new_tokens_gives_empty_completions(model_and_tokenizer, prompts):
+    model, tok = model_and_tokenizer
+    groups = fast(model, tok).generate(prompts[:2], SamplingConfig(max_new_tokens=0, samples=2))
+    assert [[c.tokens for c in g] for g in groups] == [[0, 0], [0, 0]]

@@ -60,6 +60,12 @@ class FastGenerator:
 
         if not prompts:
             return []
+        if cfg.max_new_tokens <= 0:
+            empty: list[list[list[int]]] = [[[] for _ in range(cfg.samples)] for _ in prompts]
+            for i, group in enumerate(empty):
+                if on_prompt_done is not None:
+                    on_prompt_done(i, group)
+            return empty
         per_batch = max(1, cfg.batch_size // max(1, cfg.samples))
         batches = length_sorted_batches([len(p) for p in prompts], per_batch)
         rows = min(len(prompts), per_batch) * cfg.samples

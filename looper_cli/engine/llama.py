@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from looper_cli.errors import UserError
+
 SUPPORTED_MODEL_TYPES = {"llama"}
 SLOT_ALIGN = 64  # cache length multiple; graphs.BUCKET is a multiple of it
 
@@ -73,14 +75,23 @@ class LlamaRunner:
         shape = (len(self.layers), batch, self.kv_heads, length, self.head_dim)
         # Zeros, not empty: masked slots still meet the matmuls, and a NaN
         # left in fresh memory would survive the mask (NaN * 0 = NaN).
-        self.cache_k = torch.zeros(shape, device=self.device, dtype=self.dtype)
-        self.cache_v = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        try:
+            self.cache_k = torch.zeros(shape, device=self.device, dtype=self.dtype)
+            self.cache_v = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        except torch.OutOfMemoryError:
+            self.cache_k = self.cache_v = None
+            size = 2 * torch.Size(shape).numel() * self.cache_k_itemsize() / 2**30
+            raise UserError(f"the KV cache for {batch} sequences x {length} tokens needs {size:.1f} GiB "
+                            "more than the device has free; lower --batch-size or --max-new-tokens") from None
         # cos/sin for every position once, from the model's own rotary module
         # (llama3 / linear rope scaling included); steps just index the table.
         positions = torch.arange(length, device=self.device)[None]
         cos, sin = self.rotary(self.cache_k[0, :1, 0], positions)
         self.cos, self.sin = cos[0], sin[0]
         return True
+
+    def cache_k_itemsize(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
 
     @property
     def capacity(self) -> int:
