@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from looper_cli.errors import UserError
 from looper_cli.generation import HFGenerator, SamplingConfig, make_generator
 from looper_cli.synthetic import synthetic_problems
 
@@ -88,6 +89,8 @@ def test_engine_choice(model_and_tokenizer):
     assert isinstance(make_generator(model, tok, "fast"), FastGenerator)
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32))
     assert not FastGenerator.supports(gpt2)
+    with pytest.raises(UserError, match="Llama-family"):
+        make_generator(gpt2, tok, "fast")
 
 
 def test_lora_adapter_applies_like_transformers(tiny_model, prompts):

@@ -23,8 +23,12 @@ class FastGenerator:
         """`compile_layers`: fuse each decode layer's small kernels with
         torch.compile (default: on CUDA; costs ~a minute once per process)."""
         from looper_cli.engine.graphs import DecodeGraphs
-        from looper_cli.engine.llama import LlamaRunner, base_causal_lm
+        from looper_cli.engine.llama import LlamaRunner, base_causal_lm, is_llama_family
+        from looper_cli.errors import UserError
 
+        if not is_llama_family(model):
+            kind = getattr(getattr(base_causal_lm(model), "config", None), "model_type", type(model).__name__)
+            raise UserError(f"--engine fast runs Llama-family models only, not {kind!r}; use --engine auto or hf")
         self.model, self.tokenizer = model, tokenizer
         on_cuda = base_causal_lm(model).model.embed_tokens.weight.device.type == "cuda"
         self.runner = LlamaRunner(model, compile_layers=on_cuda if compile_layers is None else compile_layers)
