@@ -55,6 +55,7 @@ def section_train(args, record) -> None:
 
 def run_variant(name: str, liger: bool, checkpointed, compiled, batch: int, args, record) -> None:
     import torch
+    import torch._functorch.config as functorch_config
 
     if liger:
         from liger_kernel.transformers import apply_liger_kernel_to_llama
@@ -62,7 +63,7 @@ def run_variant(name: str, liger: bool, checkpointed, compiled, batch: int, args
         apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, fused_linear_cross_entropy=True)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    torch._functorch.config.activation_memory_budget = ACTIVATION_MEMORY_BUDGET.get(name, 1.0)
+    functorch_config.activation_memory_budget = ACTIVATION_MEMORY_BUDGET.get(name, 1.0)
     model = optimizer = None
     try:
         model = lora_model(args.shape)
