@@ -149,20 +149,20 @@ fn answer(text: &str, n: Number, flexible: bool) -> Answer {
     Answer { value: n.value, text: written.to_owned(), flexible }
 }
 
-/// End of the last occurrence of `needle`. The searchers are built once:
-/// most texts hold no `</think>` or `\\boxed{` and are scanned whole, so the
-/// SIMD search, not its setup, should be the cost.
+/// End of the last occurrence of `needle`. Forward SIMD search, keeping the
+/// last hit: most texts hold no `</think>` or `\\boxed{` and are scanned
+/// whole, and memchr's reverse searcher has no SIMD path. The searchers are
+/// built once.
 fn rfind(text: &str, needle: &'static str) -> Option<usize> {
-    use memchr::memmem::FinderRev;
+    use memchr::memmem::Finder;
     use std::sync::LazyLock;
-    static FINDERS: LazyLock<[FinderRev<'static>; 3]> =
-        LazyLock::new(|| ["####", "</think>", "\\boxed{"].map(FinderRev::new));
-    let finder = FINDERS.iter().find(|f| f.needle() == needle.as_bytes());
-    let at = match finder {
-        Some(f) => f.rfind(text.as_bytes()),
-        None => memchr::memmem::rfind(text.as_bytes(), needle.as_bytes()),
+    static FINDERS: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| ["####", "</think>", "\\boxed{"].map(Finder::new));
+    let hay = text.as_bytes();
+    let last = match FINDERS.iter().find(|f| f.needle() == needle.as_bytes()) {
+        Some(f) => f.find_iter(hay).last(),
+        None => memchr::memmem::find_iter(hay, needle.as_bytes()).last(),
     };
-    at.map(|p| p + needle.len())
+    last.map(|p| p + needle.len())
 }
 
 /// End of the last ASCII-case-insensitive occurrence of `needle` (which

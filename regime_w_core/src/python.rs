@@ -14,6 +14,9 @@ use crate::batch::{self, Group};
 use crate::error::Error;
 use crate::extract::{self, Mode};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Core errors become Python exceptions here and only here.
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {

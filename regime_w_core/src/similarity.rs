@@ -116,9 +116,14 @@ struct Classes {
 fn classify(block: &[u8]) -> Classes {
     use std::arch::x86_64::*;
     let mut padded = [0u8; 64];
-    padded[..block.len()].copy_from_slice(block);
+    let full: &[u8] = if block.len() == 64 {
+        block
+    } else {
+        padded[..block.len()].copy_from_slice(block);
+        &padded
+    };
     let mut c = Classes::default();
-    for (i, chunk) in padded.chunks_exact(16).enumerate() {
+    for (i, chunk) in full.chunks_exact(16).enumerate() {
         // SAFETY: SSE2 is part of the x86_64 baseline, and `chunk` is 16
         // readable bytes (loadu needs no alignment).
         unsafe {
@@ -204,8 +209,7 @@ fn hash_word(b: &[u8], start: usize, end: usize) -> u32 {
     let mut at = start;
     while at < start + len {
         let n = (start + len - at).min(8);
-        let mask = if n == 8 { !0 } else { (1u64 << (8 * n)) - 1 };
-        let x = (load8(b, at, n) | 0x2020_2020_2020_2020) & mask;
+        let x = (load8(b, at, n) | 0x2020_2020_2020_2020) & (!0u64 >> (64 - 8 * n));
         h = (h ^ x).wrapping_mul(K).rotate_left(31);
         at += n;
     }

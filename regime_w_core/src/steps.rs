@@ -84,7 +84,7 @@ fn push_trimmed<'a>(out: &mut Vec<&'a str>, s: &'a str) {
 /// boundary (a line or sentence end).
 pub fn claims(text: &str) -> Vec<Claim> {
     let b = text.as_bytes();
-    let mut out = Vec::with_capacity(16);
+    let mut out = Vec::new();
     let mut i = 0;
     while out.len() < MAX_CLAIMS {
         let Some(at) = memchr::memchr2(b'<', b'=', &b[i..]) else { break };
