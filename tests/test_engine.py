@@ -109,3 +109,14 @@ def test_zero_new_tokens_gives_empty_completions(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
     groups = fast(model, tok).generate(prompts[:2], SamplingConfig(max_new_tokens=0, samples=2))
     assert [[c.tokens for c in g] for g in groups] == [[0, 0], [0, 0]]
+
+
+def test_prefill_in_chunks_changes_nothing(model_and_tokenizer, prompts, monkeypatch):
+    """Long prompts are prefilled a few at a time; each chunk's KV must land in its own rows."""
+    from looper_cli.engine import llama
+
+    model, tok = model_and_tokenizer
+    cfg = SamplingConfig(max_new_tokens=8, temperature=1.0, samples=2, batch_size=8, seed=3)
+    whole = as_tuples(fast(model, tok).generate(prompts, cfg))
+    monkeypatch.setattr(llama, "PREFILL_SCORE_BYTES", 1)  # one prompt per chunk
+    assert as_tuples(fast(model, tok).generate(prompts, cfg)) == whole

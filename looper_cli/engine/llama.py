@@ -18,6 +18,7 @@ from looper_cli.errors import UserError
 
 SUPPORTED_MODEL_TYPES = {"llama"}
 SLOT_ALIGN = 64  # cache length multiple; graphs.BUCKET is a multiple of it
+PREFILL_SCORE_BYTES = 1 << 30  # cap on one prefill chunk's float32 attention scores
 
 
 def base_causal_lm(model: Any) -> Any:
@@ -80,7 +81,7 @@ class LlamaRunner:
             self.cache_v = torch.zeros(shape, device=self.device, dtype=self.dtype)
         except torch.OutOfMemoryError:
             self.cache_k = self.cache_v = None
-            size = 2 * torch.Size(shape).numel() * self.cache_k_itemsize() / 2**30
+            size = 2 * torch.Size(shape).numel() * torch.tensor([], dtype=self.dtype).element_size() / 2**30
             raise UserError(f"the KV cache for {batch} sequences x {length} tokens needs {size:.1f} GiB "
                             "more than the device has free; lower --batch-size or --max-new-tokens") from None
         # cos/sin for every position once, from the model's own rotary module
@@ -90,9 +91,6 @@ class LlamaRunner:
         self.cos, self.sin = cos[0], sin[0]
         return True
 
-    def cache_k_itemsize(self) -> int:
-        return torch.empty((), dtype=self.dtype).element_size()
-
     @property
     def capacity(self) -> int:
         return 0 if self.cache_k is None else self.cache_k.shape[3]
@@ -100,8 +98,16 @@ class LlamaRunner:
     def prefill(self, ids: torch.Tensor, starts: torch.Tensor, samples: int) -> torch.Tensor:
         """Run left-padded prompts `ids` [b, P] once; write their KV into cache
         rows [0, b*samples) (each prompt's KV copied to its `samples` rows) and
-        return the last position's logits [b, vocab] in float32."""
+        return the last position's logits [b, vocab] in float32. Long prompts
+        go a few at a time: attention scores are b x heads x P x P."""
+        length = ids.shape[1]
+        chunk = max(1, PREFILL_SCORE_BYTES // (self.heads * length * length * 4))
+        return torch.cat([self._prefill_rows(ids[i:i + chunk], starts[i:i + chunk], samples, i * samples)
+                          for i in range(0, ids.shape[0], chunk)])
+
+    def _prefill_rows(self, ids: torch.Tensor, starts: torch.Tensor, samples: int, row: int) -> torch.Tensor:
         b, length = ids.shape
+        rows = slice(row, row + b * samples)
         j = torch.arange(length, device=ids.device)
         positions = (j[None] - starts[:, None]).clamp(min=0)
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
@@ -112,8 +118,8 @@ class LlamaRunner:
         x = self.embed(ids)
         for n, layer in enumerate(self.layers):
             q, k, v = pre_attention(layer, x, cos, sin, self.heads, self.kv_heads, self.head_dim)
-            self.cache_k[n, :b * samples, :, :length] = k.repeat_interleave(samples, dim=0)
-            self.cache_v[n, :b * samples, :, :length] = v.repeat_interleave(samples, dim=0)
+            self.cache_k[n, rows, :, :length] = k.repeat_interleave(samples, dim=0)
+            self.cache_v[n, rows, :, :length] = v.repeat_interleave(samples, dim=0)
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=True)
             x = finish_layer(layer, x, attn)
         return self.head(self.norm(x[:, -1])).float()
