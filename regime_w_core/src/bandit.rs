@@ -70,7 +70,8 @@ impl Bandit {
     }
 
     pub fn from_json(text: &str) -> Result<Bandit, Error> {
-        let b: Bandit = serde_json::from_str(text).map_err(|e| Error::BadBandit(format!("bandit state is not valid JSON: {e}")))?;
+        let b: Bandit =
+            serde_json::from_str(text).map_err(|e| Error::BadBandit(format!("bandit state is not valid JSON: {e}")))?;
         for (&a, &be) in b.alpha.iter().zip(&b.beta) {
             check_prior(a, "alpha")?;
             check_prior(be, "beta")?;

@@ -37,8 +37,7 @@ pub fn score_batch<S: AsRef<str> + Sync>(groups: &[Group<'_, S>]) -> Result<Batc
     if let Some(g) = groups.iter().position(|g| g.solutions.is_empty()) {
         return Err(Error::EmptyGroup { group: g });
     }
-    let scored: Vec<GroupScores> =
-        groups.par_iter().map(|g| score_group(g.solutions, g.gold, g.question)).collect();
+    let scored: Vec<GroupScores> = groups.par_iter().map(|g| score_group(g.solutions, g.gold, g.question)).collect();
     Ok(flatten(&scored))
 }
 
@@ -94,10 +93,8 @@ pub fn pairwise<S: AsRef<str> + Sync>(texts: &[S], pairs: &[(i64, i64)]) -> Resu
 pub fn similarity_matrix<S: AsRef<str> + Sync>(texts: &[S]) -> Vec<f64> {
     let n = texts.len();
     let sols: Vec<Solution> = texts.par_iter().map(|t| Solution::parse(t.as_ref())).collect();
-    let upper: Vec<Vec<f64>> = (0..n)
-        .into_par_iter()
-        .map(|i| (i..n).map(|j| path_similarity(&sols[i], &sols[j])).collect())
-        .collect();
+    let upper: Vec<Vec<f64>> =
+        (0..n).into_par_iter().map(|i| (i..n).map(|j| path_similarity(&sols[i], &sols[j])).collect()).collect();
     let mut m = vec![0.0; n * n];
     for (i, row) in upper.iter().enumerate() {
         for (d, &s) in row.iter().enumerate() {

@@ -104,7 +104,8 @@ fn chain_quality(claims: &[Claim], answer: Option<f64>, q: &Question) -> f64 {
         return 0.0;
     }
     let sources = resolve(claims, q);
-    let producer = answer.and_then(|a| (0..claims.len()).rev().find(|&k| close(claims[k].stated, a) || close(claims[k].value(), a)));
+    let producer = answer
+        .and_then(|a| (0..claims.len()).rev().find(|&k| close(claims[k].stated, a) || close(claims[k].value(), a)));
     let scope = match producer {
         Some(a) => ancestry(&sources, a),
         None => (0..claims.len()).collect(),

@@ -109,8 +109,7 @@ fn decoration(b: &[u8]) -> Option<usize> {
     if let Some(w) = WORDS.iter().find(|w| b.starts_with(w)) {
         return Some(w.len());
     }
-    matches!(b.first()?, b' ' | b'\t' | b'\n' | b'\r' | b':' | b'*' | b'{' | b'=' | b'(')
-        .then_some(1)
+    matches!(b.first()?, b' ' | b'\t' | b'\n' | b'\r' | b':' | b'*' | b'{' | b'=' | b'(').then_some(1)
 }
 
 /// `\frac{a}{b}` and `\dfrac{a}{b}` as a fraction.
@@ -132,11 +131,7 @@ fn latex_frac(text: &str, i: usize) -> Option<Answer> {
     if den.value == 0.0 || b.get(den.end) != Some(&b'}') {
         return None;
     }
-    Some(Answer {
-        value: num.value / den.value,
-        text: text[i..den.end + 1].to_owned(),
-        flexible: false,
-    })
+    Some(Answer { value: num.value / den.value, text: text[i..den.end + 1].to_owned(), flexible: false })
 }
 
 fn last_number(text: &str) -> Option<Answer> {
@@ -156,7 +151,8 @@ fn answer(text: &str, n: Number, flexible: bool) -> Answer {
 fn rfind(text: &str, needle: &'static str) -> Option<usize> {
     use memchr::memmem::Finder;
     use std::sync::LazyLock;
-    static FINDERS: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| ["####", "</think>", "\\boxed{"].map(Finder::new));
+    static FINDERS: LazyLock<[Finder<'static>; 3]> =
+        LazyLock::new(|| ["####", "</think>", "\\boxed{"].map(Finder::new));
     let hay = text.as_bytes();
     let last = match FINDERS.iter().find(|f| f.needle() == needle.as_bytes()) {
         Some(f) => f.find_iter(hay).last(),

@@ -61,9 +61,7 @@ pub fn parse_unsigned(b: &[u8], mut i: usize) -> Option<(usize, f64)> {
 /// `,` separates thousands only before exactly three digits (`1,234`), not in
 /// lists like `3, 4` or `1,23`.
 fn is_thousands_group(b: &[u8], i: usize) -> bool {
-    i + 3 <= b.len()
-        && b[i..i + 3].iter().all(u8::is_ascii_digit)
-        && !b.get(i + 3).is_some_and(u8::is_ascii_digit)
+    i + 3 <= b.len() && b[i..i + 3].iter().all(u8::is_ascii_digit) && !b.get(i + 3).is_some_and(u8::is_ascii_digit)
 }
 
 /// Parses a number at `i` (optionally `-`, `$`, `-$`, `$-` first), with
@@ -122,8 +120,7 @@ impl Iterator for Numbers<'_> {
         let b = self.b;
         while self.i < b.len() {
             let i = self.i;
-            let starts_digits = b[i].is_ascii_digit()
-                || (b[i] == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit));
+            let starts_digits = b[i].is_ascii_digit() || (b[i] == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit));
             if !starts_digits {
                 self.i += 1;
                 continue;

@@ -36,7 +36,10 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 /// refused: iterating it would silently score its characters.
 fn strings<'py>(seq: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, PyString>>> {
     if seq.is_instance_of::<PyString>() || seq.is_instance_of::<PyBytes>() {
-        return Err(Error::NotAString { what: format!("{what} must be a sequence of str, not a single {}", type_name(seq)) }.into());
+        return Err(Error::NotAString {
+            what: format!("{what} must be a sequence of str, not a single {}", type_name(seq)),
+        }
+        .into());
     }
     let iter = seq
         .try_iter()
@@ -187,12 +190,17 @@ fn gold(item: &Bound<'_, PyAny>, i: usize) -> PyResult<Option<f64>> {
         return Ok(extract::extract(&s.to_string_lossy(), Mode::Auto).map(|a| a.value));
     }
     item.extract::<f64>().map(Some).map_err(|_| {
-        Error::NotAString { what: format!("golds[{i}] must be a number, a str or None, got {}", type_name(item)) }.into()
+        Error::NotAString { what: format!("golds[{i}] must be a number, a str or None, got {}", type_name(item)) }
+            .into()
     })
 }
 
 /// Items of an optional per-group sequence, checked against the group count.
-fn per_group<'py>(seq: Option<&Bound<'py, PyAny>>, what: &'static str, n: usize) -> PyResult<Option<Vec<Bound<'py, PyAny>>>> {
+fn per_group<'py>(
+    seq: Option<&Bound<'py, PyAny>>,
+    what: &'static str,
+    n: usize,
+) -> PyResult<Option<Vec<Bound<'py, PyAny>>>> {
     let Some(seq) = seq.filter(|s| !s.is_none()) else { return Ok(None) };
     if seq.is_instance_of::<PyString>() {
         return Err(Error::NotAString { what: format!("{what} must be a sequence, not a str") }.into());
@@ -213,7 +221,9 @@ fn score_groups(
     questions: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyBatchScores> {
     if groups.is_instance_of::<PyString>() {
-        return Err(Error::NotAString { what: "groups must be a sequence of sequences of str, not a str".into() }.into());
+        return Err(
+            Error::NotAString { what: "groups must be a sequence of sequences of str, not a str".into() }.into()
+        );
     }
     let mut strs = Vec::new();
     let mut offsets = vec![0usize];
@@ -246,7 +256,11 @@ fn score_groups(
     let question_texts: Vec<Option<Cow<'_, str>>> =
         questions.iter().map(|q| q.as_ref().map(|s| s.to_string_lossy())).collect();
     let batch: Vec<Group<'_, Cow<'_, str>>> = (0..n)
-        .map(|g| Group { solutions: &texts[offsets[g]..offsets[g + 1]], gold: golds[g], question: question_texts[g].as_deref() })
+        .map(|g| Group {
+            solutions: &texts[offsets[g]..offsets[g + 1]],
+            gold: golds[g],
+            question: question_texts[g].as_deref(),
+        })
         .collect();
     let scores = py.detach(|| batch::score_batch(&batch))?;
     PyBatchScores::new(py, scores)
@@ -274,6 +288,9 @@ fn pairwise_similarity<'py>(
     let sims = py.detach(|| batch::pairwise(&views, &idx))?;
     Ok(sims.into_pyarray(py).into_any())
 }
+
+/// (arm index per solution, s_wm per solution).
+type Assignment<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>);
 
 /// Seeded Thompson sampling over the eight arms (Beta posteriors).
 #[pyclass(module = "regime_w_core", name = "Bandit")]
@@ -323,12 +340,7 @@ impl PyBandit {
     }
 
     #[pyo3(signature = (scores, explore = true))]
-    fn assign<'py>(
-        &mut self,
-        py: Python<'py>,
-        scores: &PyBatchScores,
-        explore: bool,
-    ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>)> {
+    fn assign<'py>(&mut self, py: Python<'py>, scores: &PyBatchScores, explore: bool) -> PyResult<Assignment<'py>> {
         let offsets = scores.offsets.bind(py).readonly();
         let arm_scores = scores.arm_scores.bind(py).readonly();
         let (offsets, arm_scores) = (offsets.as_slice()?, arm_scores.as_slice()?);
@@ -359,7 +371,12 @@ impl PyBandit {
     }
 
     fn __repr__(&self) -> String {
-        format!("Bandit(seed={}, n_updates={}, best_arm={})", self.inner.seed, self.inner.n_updates, self.inner.best_arm())
+        format!(
+            "Bandit(seed={}, n_updates={}, best_arm={})",
+            self.inner.seed,
+            self.inner.n_updates,
+            self.inner.best_arm()
+        )
     }
 }
 
@@ -381,7 +398,8 @@ fn regime_w_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Spelled as a Union of Literals, which is what the stub's alias means.
     let typing = m.py().import("typing")?;
     let literal = typing.getattr("Literal")?;
-    let modes = ["auto", "strict", "flexible"].map(|s| literal.get_item(s)).into_iter().collect::<PyResult<Vec<_>>>()?;
+    let modes =
+        ["auto", "strict", "flexible"].map(|s| literal.get_item(s)).into_iter().collect::<PyResult<Vec<_>>>()?;
     m.add("ExtractMode", typing.getattr("Union")?.get_item(pyo3::types::PyTuple::new(m.py(), modes)?)?)?;
     let all = [
         "ARMS",

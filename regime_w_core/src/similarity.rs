@@ -13,10 +13,9 @@ pub const MAX_TOKENS: usize = 4096;
 /// Function words carry no reasoning; dropping them also shortens the
 /// streams the quadratic kernel runs over by about a third.
 const STOPWORDS: [&str; 48] = [
-    "a", "an", "the", "and", "or", "but", "so", "then", "to", "of", "in", "on", "at", "for", "with", "by",
-    "from", "as", "is", "are", "was", "were", "be", "it", "its", "this", "that", "there", "we", "us", "our",
-    "you", "he", "she", "they", "them", "his", "her", "their", "i", "do", "does", "has", "have", "had",
-    "will", "can", "now",
+    "a", "an", "the", "and", "or", "but", "so", "then", "to", "of", "in", "on", "at", "for", "with", "by", "from",
+    "as", "is", "are", "was", "were", "be", "it", "its", "this", "that", "there", "we", "us", "our", "you", "he",
+    "she", "they", "them", "his", "her", "their", "i", "do", "does", "has", "have", "had", "will", "can", "now",
 ];
 const MAX_STOPWORD_LEN: usize = 5;
 
@@ -47,7 +46,11 @@ fn tokenize_span(b: &[u8], mut from: usize, to: usize, out: &mut Vec<u32>) {
         let all = if n == 64 { !0 } else { (1u64 << n) - 1 };
         // A run reaching the block end may go on: it is read again, whole,
         // from the next block (a run filling the block is read scalar).
-        let open_run = if from + n < to && runs >> (n - 1) & 1 == 1 { (!runs & all).checked_ilog2().map_or(0, |z| z + 1) } else { 64 };
+        let open_run = if from + n < to && runs >> (n - 1) & 1 == 1 {
+            (!runs & all).checked_ilog2().map_or(0, |z| z + 1)
+        } else {
+            64
+        };
         let mut starts = ((runs & !(runs << 1)) | m.op) & all;
         if open_run < 64 {
             starts &= (1u64 << open_run) - 1;
@@ -170,7 +173,8 @@ fn classify(block: &[u8]) -> Classes {
 fn scalar_word_end(b: &[u8], mut i: usize, to: usize) -> usize {
     while i < to {
         let c = b[i];
-        let joins = (c == b'.' || c == b',') && i > 0 && b[i - 1].is_ascii_digit() && i + 1 < to && b[i + 1].is_ascii_digit();
+        let joins =
+            (c == b'.' || c == b',') && i > 0 && b[i - 1].is_ascii_digit() && i + 1 < to && b[i + 1].is_ascii_digit();
         if CLASS[usize::from(c)] & WORD == 0 && !joins {
             break;
         }
@@ -532,7 +536,13 @@ mod tests {
                 i = memchr::memmem::find(&b[i..], b">>").map_or(b.len(), |p| i + p + 2);
             } else if CLASS[usize::from(b[i])] & WORD != 0 {
                 let start = i;
-                while i < b.len() && (CLASS[usize::from(b[i])] & WORD != 0 || (matches!(b[i], b'.' | b',') && digit(i.wrapping_sub(1)) && digit(i + 1) && !b[i + 1..].starts_with(b"<<"))) {
+                while i < b.len()
+                    && (CLASS[usize::from(b[i])] & WORD != 0
+                        || (matches!(b[i], b'.' | b',')
+                            && digit(i.wrapping_sub(1))
+                            && digit(i + 1)
+                            && !b[i + 1..].starts_with(b"<<")))
+                {
                     i += 1;
                 }
                 let h = hash_without_commas(&b[start..i]);

@@ -192,7 +192,10 @@ mod tests {
         assert_eq!(pairs("So 0.2 x 50 = $10."), vec![(vec![0.2, 50.0], 10.0, true)]);
         assert_eq!(pairs("Then 2 + 3 = 5 + 1 = 6"), vec![(vec![2.0, 3.0], 5.0, true), (vec![5.0, 1.0], 6.0, true)]);
         assert_eq!(pairs("box = 5, Total = 24"), vec![]);
-        assert_eq!(pairs("100/3 = 33.33 and 10/3 = 3"), vec![(vec![100.0, 3.0], 33.33, true), (vec![10.0, 3.0], 3.0, false)]);
+        assert_eq!(
+            pairs("100/3 = 33.33 and 10/3 = 3"),
+            vec![(vec![100.0, 3.0], 33.33, true), (vec![10.0, 3.0], 3.0, false)]
+        );
         assert_eq!(pairs("Yes, 48 × 2 = 96"), vec![(vec![48.0, 2.0], 96.0, true)]);
         assert_eq!(pairs("It costs $5. 3 + 4 = 7"), vec![(vec![3.0, 4.0], 7.0, true)]);
         assert_eq!(pairs("2 + <<2\n+3=5>> 1 = 3"), vec![]);
@@ -202,7 +205,10 @@ mod tests {
     #[test]
     fn steps() {
         assert_eq!(split_steps("a\n\n b \nc"), vec!["a", "b", "c"]);
-        assert_eq!(split_steps("It costs 0.5 each. So 2 cost 1! Done"), vec!["It costs 0.5 each.", "So 2 cost 1!", "Done"]);
+        assert_eq!(
+            split_steps("It costs 0.5 each. So 2 cost 1! Done"),
+            vec!["It costs 0.5 each.", "So 2 cost 1!", "Done"]
+        );
         assert!(split_steps("").is_empty());
     }
 }

@@ -63,9 +63,8 @@ fn permutation_equivariance() {
 
 #[test]
 fn deterministic_across_thread_counts() {
-    let texts: Vec<Vec<String>> = (0..64)
-        .map(|g| group().iter().map(|t| t.replace("48", &(40 + g % 9).to_string())).collect())
-        .collect();
+    let texts: Vec<Vec<String>> =
+        (0..64).map(|g| group().iter().map(|t| t.replace("48", &(40 + g % 9).to_string())).collect()).collect();
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let groups: Vec<Group<'_, String>> =
@@ -117,7 +116,10 @@ fn unrelated_constant_answer_lowers_s_cf() {
 #[test]
 fn empty_group_is_an_error() {
     let empty: Vec<&str> = vec![];
-    let groups = [Group { solutions: &[GOOD][..], gold: None, question: None }, Group { solutions: &empty[..], gold: None, question: None }];
+    let groups = [
+        Group { solutions: &[GOOD][..], gold: None, question: None },
+        Group { solutions: &empty[..], gold: None, question: None },
+    ];
     assert_eq!(score_batch(&groups), Err(Error::EmptyGroup { group: 1 }));
 }
 
