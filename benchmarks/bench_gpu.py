@@ -4,12 +4,17 @@
     python benchmarks/bench_gpu.py scaling --gpus 2            # N engine processes, sharded prompts
     python benchmarks/bench_gpu.py rollout --shape small --device cpu   # smoke run, no GPU
 
-Sections: `rollout` (transformers `generate` vs FastGenerator, 8B shape,
+Sections: `check` (greedy of the engine, with graphs and compile, equals
+transformers' greedy; small fp32 model); `step` (one decode step, graph
+replay, with and without compiled layers); `rollout` (transformers `generate` vs FastGenerator, 8B shape,
 256 sequences = 32 prompts x 8 samples, 128-token prompts, 256 new tokens,
 sampling T=0.8); `workload` (500 questions x 8 samples with FastGenerator);
 `train` (LoRA SFT tokens/s, memory and MFU; benchmarks/gpu_train.py);
 `scaling` (1 GPU vs N GPUs, one engine process per GPU). Models are random-init
-Llamas of the real shape (benchmarks/gpu_models.py). Prints one table last.
+Llamas of the real shape (benchmarks/gpu_models.py). Prints one table last;
+`--out DIR` also writes DIR/bench_gpu.json. `all` runs every training variant
+(over 10 minutes): pick some with `--train-variants a,b` ("" for none).
+Training needs liger-kernel (see docs/perf-notes.md for the device setup).
 """
 
 from __future__ import annotations
