@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The real-model run behind the README's Results, as run on a lent GPU machine that
+# has torch/transformers/peft/accelerate but no trl/datasets and no network.
+#   phase "upload": keep the first half of the GGUF (an upload is capped at 64 MiB)
+#   phase "pipeline": join the GGUF, install the carried wheels, run the pipeline
+#   phase "extra": Platinum evals of every stage, maj@8 / Regime W vote@8 of the final model
+# Inputs travel in .gpu/ (git-ignored): whl/ (trl, datasets, ..., our looper wheel),
+# data/ (GSM8K, Platinum), gguf_a/ and gguf_b/ (the two halves of the GGUF); the upload
+# phase copies them under /tmp, which lasts while the machine stays warm.
+set -euo pipefail
+phase=$1
+G=/tmp/gg
+M=$G/SmolLM2-135M-Instruct.Q4_1.gguf
+RUN=runs/smollm2-135m
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+mkdir -p $G
+if [ "$phase" = upload ]; then
+  cp .gpu/gguf_a/* .gpu/gguf.sha256 $G/ && cp -r .gpu/data $G/
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl
+  rm -rf /tmp/site/looper_cli  # the wheel's copy; run the tree's own looper_cli
+  python3 -c 'import pyarrow, fsspec, torch, transformers; print(pyarrow.__version__, fsspec.__version__, torch.__version__, transformers.__version__)'
+  PYTHONPATH=/tmp/site python3 -c 'import trl, datasets, regime_w_core; print(trl.__version__, datasets.__version__, regime_w_core.__version__)'
+  exit 0
+fi
+if [ ! -f $M ]; then
+  cat $G/smol.part00 .gpu/gguf_b/smol.part01 > $M
+  echo "$(cut -d' ' -f1 $G/gguf.sha256)  $M" | sha256sum -c -
+fi
+export PYTHONPATH=/tmp/site:$PWD
+looper() { python3 -m looper_cli "$@"; }
+D=$G/data/gsm8k P=$G/data/gsm8k_platinum
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+if [ "$phase" = pipeline ]; then
+  time looper pipeline --config configs/smollm2-135m.toml --base-model $M --data $D --eval-data $D
+fi
+if [ "$phase" = extra ]; then
+  time looper pipeline --config configs/smollm2-135m.toml --base-model $M --data $D --eval-data $D
+  time looper eval --checkpoint $M --checkpoint $RUN/sft --checkpoint $RUN/dpo --checkpoint $RUN/ppo \
+      --dataset $P --max-new-tokens 320 --batch-size 512 --output $RUN/eval-platinum
+  time looper eval --checkpoint $RUN/ppo --dataset $D --samples 8 --temperature 0.8 \
+      --max-new-tokens 320 --batch-size 1024 --bandit $RUN --output $RUN/eval-k8
+fi
+if [ -n "${OUT:-}" ] && [ -d $RUN ]; then
+  tar czf $OUT/results.tgz --exclude='*.safetensors' --exclude='checkpoint-*' --exclude='*.bin' \
+      --exclude='*.pt' --exclude='*.pth' --exclude='*.prev' --exclude='rollouts.shards' $RUN
+fi
