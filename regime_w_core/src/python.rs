@@ -32,27 +32,29 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string())
 }
 
-/// The items of a sequence of `str`, checked one by one. A bare `str` is
-/// refused: iterating it would silently score its characters.
-fn strings<'py>(seq: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, PyString>>> {
+/// Appends the items of a sequence of `str` to `out`, checked one by one.
+/// A bare `str` is refused: iterating it would silently score its
+/// characters. `what` names the sequence in errors, built only on error.
+fn strings<'py>(
+    seq: &Bound<'py, PyAny>,
+    what: &dyn Fn() -> String,
+    out: &mut Vec<Bound<'py, PyString>>,
+) -> PyResult<()> {
     if seq.is_instance_of::<PyString>() || seq.is_instance_of::<PyBytes>() {
-        return Err(Error::NotAString {
-            what: format!("{what} must be a sequence of str, not a single {}", type_name(seq)),
-        }
-        .into());
+        let what = format!("{} must be a sequence of str, not a single {}", what(), type_name(seq));
+        return Err(Error::NotAString { what }.into());
     }
-    let iter = seq
-        .try_iter()
-        .map_err(|_| Error::NotAString { what: format!("{what} must be a sequence of str, got {}", type_name(seq)) })?;
-    iter.enumerate()
-        .map(|(i, item)| {
-            let item = item?;
-            item.cast_into::<PyString>().map_err(|e| {
-                let got = type_name(e.into_inner().as_any());
-                Error::NotAString { what: format!("{what}[{i}] must be str, got {got}") }.into()
-            })
-        })
-        .collect()
+    let iter = seq.try_iter().map_err(|_| Error::NotAString {
+        what: format!("{} must be a sequence of str, got {}", what(), type_name(seq)),
+    })?;
+    for (i, item) in iter.enumerate() {
+        let item = item?.cast_into::<PyString>().map_err(|e| {
+            let got = type_name(e.into_inner().as_any());
+            Error::NotAString { what: format!("{}[{i}] must be str, got {got}", what()) }
+        })?;
+        out.push(item);
+    }
+    Ok(())
 }
 
 /// Borrowed UTF-8 views (no copy for ordinary strings; lone surrogates are
@@ -109,7 +111,8 @@ fn extract_answer(text: &Bound<'_, PyAny>, mode: &str) -> PyResult<Option<PyAnsw
 #[pyo3(signature = (texts, mode = "auto"))]
 fn extract_answers(py: Python<'_>, texts: &Bound<'_, PyAny>, mode: &str) -> PyResult<Vec<Option<PyAnswer>>> {
     let mode = self::mode(mode)?;
-    let strs = strings(texts, "texts")?;
+    let mut strs = Vec::new();
+    strings(texts, &|| "texts".to_owned(), &mut strs)?;
     let views = views(&strs);
     let answers = py.detach(|| batch::extract_many(&views, mode));
     Ok(answers.into_iter().map(|a| a.map(PyAnswer::from)).collect())
@@ -228,7 +231,7 @@ fn score_groups(
     let mut strs = Vec::new();
     let mut offsets = vec![0usize];
     for (g, group) in groups.try_iter()?.enumerate() {
-        strs.extend(strings(&group?, &format!("groups[{g}]"))?);
+        strings(&group?, &|| format!("groups[{g}]"), &mut strs)?;
         offsets.push(strs.len());
     }
     let n = offsets.len() - 1;
@@ -273,7 +276,8 @@ fn pairwise_similarity<'py>(
     texts: &Bound<'py, PyAny>,
     pairs: Option<PyReadonlyArray2<'py, i64>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let strs = strings(texts, "texts")?;
+    let mut strs = Vec::new();
+    strings(texts, &|| "texts".to_owned(), &mut strs)?;
     let views = views(&strs);
     let n = views.len();
     let Some(pairs) = pairs else {
