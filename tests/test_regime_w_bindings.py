@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +190,35 @@ def test_stubs_match_runtime():
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_pairs_accept_any_integer_array_like():
+    texts = [GOOD, SLIP, PROSE]
+    expected = rw.pairwise_similarity(texts, np.array([[0, 1], [1, 2]], dtype=np.int64))
+    np.testing.assert_array_equal(rw.pairwise_similarity(texts, [(0, 1), (1, 2)]), expected)
+    np.testing.assert_array_equal(rw.pairwise_similarity(texts, np.array([[0, 1], [1, 2]], dtype=np.int32)), expected)
+    with pytest.raises(ValueError, match="shape"):
+        rw.pairwise_similarity(texts, [0, 1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_scoring_works_in_a_forked_child():
+    """The parent's rayon threads do not survive fork; the child must not hang."""
+    groups = [[GOOD, SLIP, PROSE]] * 50
+    parent = rw.score_groups(groups).s_path
+    pid = os.fork()
+    if pid == 0:  # child: exit code says whether it scored the same
+        ok = False
+        try:
+            ok = np.array_equal(rw.score_groups(groups).s_path, parent)
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("scoring in a forked child hung")

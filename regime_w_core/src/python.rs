@@ -114,7 +114,7 @@ fn extract_answers(py: Python<'_>, texts: &Bound<'_, PyAny>, mode: &str) -> PyRe
     let mut strs = Vec::new();
     strings(texts, &|| "texts".to_owned(), &mut strs)?;
     let views = views(&strs);
-    let answers = py.detach(|| batch::extract_many(&views, mode));
+    let answers = py.detach(|| batch::on_pool(|| batch::extract_many(&views, mode)));
     Ok(answers.into_iter().map(|a| a.map(PyAnswer::from)).collect())
 }
 
@@ -265,7 +265,7 @@ fn score_groups(
             question: question_texts[g].as_deref(),
         })
         .collect();
-    let scores = py.detach(|| batch::score_batch(&batch))?;
+    let scores = py.detach(|| batch::on_pool(|| batch::score_batch(&batch)))?;
     PyBatchScores::new(py, scores)
 }
 
@@ -274,22 +274,26 @@ fn score_groups(
 fn pairwise_similarity<'py>(
     py: Python<'py>,
     texts: &Bound<'py, PyAny>,
-    pairs: Option<PyReadonlyArray2<'py, i64>>,
+    pairs: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut strs = Vec::new();
     strings(texts, &|| "texts".to_owned(), &mut strs)?;
     let views = views(&strs);
     let n = views.len();
-    let Some(pairs) = pairs else {
-        let m = py.detach(|| batch::similarity_matrix(&views));
+    let Some(pairs) = pairs.filter(|p| !p.is_none()) else {
+        let m = py.detach(|| batch::on_pool(|| batch::similarity_matrix(&views)));
         return Ok(m.into_pyarray(py).reshape([n, n])?.into_any());
     };
+    // Any integer array-like is accepted; NumPy does the conversion.
+    let pairs = py.import("numpy")?.call_method1("asarray", (pairs, "int64"))?;
+    let pairs: PyReadonlyArray2<'py, i64> =
+        pairs.extract().map_err(|_| PyValueError::new_err("pairs must be a 2-d array of index pairs, shape (P, 2)"))?;
     let shape = pairs.shape();
     if shape[1] != 2 {
         return Err(PyValueError::new_err(format!("pairs must have shape (P, 2), got ({}, {})", shape[0], shape[1])));
     }
     let idx: Vec<(i64, i64)> = pairs.as_array().rows().into_iter().map(|r| (r[0], r[1])).collect();
-    let sims = py.detach(|| batch::pairwise(&views, &idx))?;
+    let sims = py.detach(|| batch::on_pool(|| batch::pairwise(&views, &idx)))?;
     Ok(sims.into_pyarray(py).into_any())
 }
 
@@ -384,8 +388,18 @@ impl PyBandit {
     }
 }
 
+/// At-fork hook: the child must not use the parent's rayon pool.
+#[pyfunction]
+fn _after_fork_in_child() {
+    batch::mark_forked();
+}
+
 #[pymodule]
 fn regime_w_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let hook = wrap_pyfunction!(_after_fork_in_child, m)?;
+    let kwargs = pyo3::types::PyDict::new(m.py());
+    kwargs.set_item("after_in_child", hook)?;
+    m.py().import("os")?.getattr("register_at_fork")?.call((), Some(&kwargs))?;
     m.add("__version__", crate::VERSION)?;
     m.add("ARMS", ARMS.to_vec())?;
     m.add("ARM_NAMES", ARM_NAMES.to_vec())?;
