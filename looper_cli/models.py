@@ -96,8 +96,20 @@ def load_base_model(source: str | Path, device: str | None = None, dtype: Any = 
     if src.gguf_file:
         # Adapters record their base by this name: make it the .gguf file
         # itself, so `adapter_base()` points at something loadable.
-        model.config._name_or_path = str(Path(src.path_or_id) / src.gguf_file)
+        model.name_or_path = model.config._name_or_path = str(Path(src.path_or_id) / src.gguf_file)
+        _forget_gguf_quantization(model)
     return model.to(device)  # type: ignore[arg-type]  # transformers stub types .to oddly
+
+
+def _forget_gguf_quantization(model: Any) -> None:
+    """transformers de-quantizes GGUF weights on load but keeps the model
+    flagged as quantized, which makes Trainer refuse to train it. The weights
+    in memory are plain tensors, so drop the flag (and the saved config entry,
+    so merged checkpoints load as ordinary models)."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 def load_model(base: str | Path, adapter: str | Path | None = None, device: str | None = None,
