@@ -174,22 +174,40 @@ def _value(text: str) -> float | None:
     return a.value if a else None
 
 
+def rollout_label(row: dict) -> int | None:
+    """1 / 0 from the row's `correct` (bool or int; -1 or None is unknown),
+    else from its `gold` when it has one."""
+    c = row.get("correct")
+    if c is not None and c != -1:
+        return int(bool(c))
+    gold = row.get("gold")
+    if isinstance(gold, str):
+        parsed = rw.extract_answer(gold)
+        gold = parsed.value if parsed else None
+    if gold is None:
+        return None
+    answer = rw.extract_answer(row["text"])
+    return int(answer is not None and rw.answers_equal(answer.value, float(gold)))
+
+
 def rollout_groups(path: Path, data: Path):
     by_q: dict[str, list[dict]] = defaultdict(list)
     for line in path.open():
         row = json.loads(line)
         by_q[str(row["question_id"])].append(row)
     dataset = [json.loads(line) for line in data.open()] if data.is_file() else []
-    groups, golds, questions, labels = [], [], [], []
+    groups, questions, labels = [], [], []
     for qid, rows in by_q.items():
+        rows = [r for r in rows if rollout_label(r) is not None]
+        if not rows:
+            continue
         question = rows[0].get("question")
         if question is None and qid.isdigit() and int(qid) < len(dataset):
             question = dataset[int(qid)]["question"]
         groups.append([r["text"] for r in rows])
-        golds.append(rows[0].get("gold"))
         questions.append(question)
-        labels.extend(int(bool(r["correct"])) for r in rows)
-    return groups, golds, questions, np.array(labels)
+        labels.extend(rollout_label(r) for r in rows)
+    return groups, questions, np.array(labels, dtype=np.int64)
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -221,7 +239,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.rollouts:
-        groups, golds, questions, labels = rollout_groups(args.rollouts, args.data)
+        groups, questions, labels = rollout_groups(args.rollouts, args.data)
         scores = rw.score_groups(groups, questions=questions)
         source = f"rollouts {args.rollouts}"
     else:
