@@ -12,8 +12,6 @@ pub struct Number {
     pub value: f64,
     /// Written with a trailing `%` (the value itself is not divided by 100).
     pub percent: bool,
-    /// Written as `a/b`: `value` is already the quotient.
-    pub fraction: bool,
 }
 
 /// Parses digits with optional `,` thousands groups and a decimal part from
@@ -82,13 +80,11 @@ pub fn parse_at(b: &[u8], i: usize, fractions: bool) -> Option<Number> {
         }
     }
     let (mut end, mut value) = parse_unsigned(b, j)?;
-    let mut fraction = false;
     if fractions && b.get(end) == Some(&b'/') && !b[j..end].contains(&b'.') {
         if let Some((den_end, den)) = parse_unsigned(b, end + 1) {
             if den != 0.0 && !b[end + 1..den_end].contains(&b'.') {
                 value /= den;
                 end = den_end;
-                fraction = true;
             }
         }
     }
@@ -99,7 +95,7 @@ pub fn parse_at(b: &[u8], i: usize, fractions: bool) -> Option<Number> {
     if negative {
         value = -value;
     }
-    Some(Number { start, end, value, percent, fraction })
+    Some(Number { start, end, value, percent })
 }
 
 /// All numbers of a text, left to right.
