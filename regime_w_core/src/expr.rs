@@ -154,8 +154,11 @@ impl Parser<'_> {
 
     fn product(&mut self) -> Result<(), ParseError> {
         // `**` is listed before `*` so it reads as a power.
-        const OPS: [(&[u8], Op); 7] = [
+        const OPS: [(&[u8], Op); 10] = [
             (b"**", Op::Pow),
+            (b"\\times", Op::Mul),
+            (b"\\cdot", Op::Mul),
+            (b"\\div", Op::Div),
             (b"*", Op::Mul),
             (b"/", Op::Div),
             (b"x", Op::Mul),
@@ -244,6 +247,7 @@ mod tests {
         assert_eq!(ev("20% * 50"), Some(10.0));
         assert_eq!(ev("$1,200 - $200"), Some(1000.0));
         assert_eq!(ev("2**3"), Some(8.0));
+        assert_eq!(ev("12 \\div 4 \\times 2"), Some(6.0));
         assert_eq!(ev("10 - 2 - 3"), Some(5.0));
     }
 

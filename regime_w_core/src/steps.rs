@@ -125,7 +125,11 @@ fn prose_claim(step: &str, eq: usize) -> Option<Claim> {
 }
 
 fn claim(lhs: &str, stated: f64) -> Option<Claim> {
-    let lhs = lhs.trim();
+    let mut lhs = lhs.trim();
+    // The `(` of a LaTeX `\(` or of prose around the claim opens nothing.
+    while lhs.starts_with('(') && lhs.matches('(').count() > lhs.matches(')').count() {
+        lhs = lhs[1..].trim_start();
+    }
     let expr = Expr::parse(lhs).ok()?;
     // A lone number (`Total = 24`) asserts nothing to check.
     if expr.leaves.len() < 2 {
@@ -142,6 +146,9 @@ fn skip_space(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// LaTeX operators that models write between numbers (`48 \times 2`).
+pub const LATEX_OPS: [&str; 3] = ["\\times", "\\cdot", "\\div"];
+
 /// Walks left from `eq` over bytes that can belong to an expression, up to
 /// the start of the step. A letter `x` counts only as a standalone operator
 /// (`5 x 2`, not `box`).
@@ -152,6 +159,11 @@ fn expression_start(b: &[u8], eq: usize) -> usize {
         let c = b[s - 1];
         if sentence_end(b, s - 1) {
             break;
+        }
+        let latex = || LATEX_OPS.iter().find(|cmd| b[floor..s].ends_with(cmd.as_bytes()));
+        if let Some(cmd) = c.is_ascii_alphabetic().then(latex).flatten() {
+            s -= cmd.len();
+            continue;
         }
         let ok = match c {
             b'0'..=b'9' | b' ' | b'.' | b',' | b'+' | b'-' | b'*' | b'/' | b'^' | b'%' | b'(' | b')' | b'$' => true,
@@ -198,6 +210,9 @@ mod tests {
         );
         assert_eq!(pairs("Yes, 48 × 2 = 96"), vec![(vec![48.0, 2.0], 96.0, true)]);
         assert_eq!(pairs("It costs $5. 3 + 4 = 7"), vec![(vec![3.0, 4.0], 7.0, true)]);
+        assert_eq!(pairs("so \\( 48 \\times 2 = 96 \\)"), vec![(vec![48.0, 2.0], 96.0, true)]);
+        assert_eq!(pairs("\\(12 \\div 4 \\cdot 2 = 6\\)"), vec![(vec![12.0, 4.0, 2.0], 6.0, true)]);
+        assert_eq!(pairs("(so 5 + 3 = 8)"), vec![(vec![5.0, 3.0], 8.0, true)]);
         assert_eq!(pairs("2 + <<2\n+3=5>> 1 = 3"), vec![]);
         assert_eq!(pairs("1/0 = 5"), vec![(vec![1.0, 0.0], 5.0, false)]);
     }
