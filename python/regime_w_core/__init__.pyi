@@ -94,11 +94,12 @@ def score_groups(
 
 def pairwise_similarity(
     texts: Sequence[str],
-    pairs: npt.NDArray[np.int64] | None = None,
+    pairs: npt.NDArray[np.int64] | npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float64]:
     """Path similarity over any set of texts.
 
-    With ``pairs`` of shape (P, 2): a (P,) array, one value per index pair.
+    With ``pairs`` of shape (P, 2) (any integer array-like): a (P,) array,
+    one value per index pair.
     Without: the full symmetric (n, n) matrix. Each text is parsed once.
     """
 
