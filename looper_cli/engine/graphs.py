@@ -38,8 +38,13 @@ class DecodeGraphs:
         self.pool = torch.cuda.graph_pool_handle() if use_graphs else None
 
     def reset(self) -> None:
-        """Forget graphs captured on a cache that has been reallocated."""
+        """Forget graphs captured on a cache that has been reallocated. The
+        memory pool goes with them: once its last graph is freed, capturing
+        into the old pool trips the allocator's assert (seen on an H100 when
+        one eval ran greedy, then sampled, batches of another size)."""
         self.graphs.clear()
+        if self.use_graphs:
+            self.pool = torch.cuda.graph_pool_handle()
 
     def step(self, inputs: StepInputs, batch: int, attend: int) -> torch.Tensor:
         args = (inputs.tokens[:batch], inputs.positions[:batch], inputs.starts[:batch], inputs.write_at, attend)
