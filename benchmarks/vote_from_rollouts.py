@@ -1,0 +1,58 @@
+"""maj@K against the Regime W vote@K on a scored rollouts file.
+
+The rollouts are re-scored without learning (the bandit's best arm, as eval
+uses it), then each question's K answers are voted with unit weights
+(maj@K) and with s_wm weights (Regime W vote@K), through the same vote
+function `looper eval --samples K` uses. Prints both with Wilson CIs and the
+paired McNemar test.
+
+    python benchmarks/vote_from_rollouts.py runs/NAME/rollouts.jsonl [--bandit runs/NAME/bandit.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+from looper_cli.compare import mcnemar_exact_p, wilson_interval
+from looper_cli.evaluate import _is_correct, weighted_vote
+from looper_cli.jsonl import read_jsonl
+from looper_cli.scoring import load_bandit, score_groups
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rollouts", type=Path)
+    ap.add_argument("--bandit", type=Path, default=None, help="default: bandit.json next to the rollouts")
+    args = ap.parse_args()
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in read_jsonl(args.rollouts).rows:
+        groups[row["question_id"]].append(row)
+    ids = sorted(groups)
+    rows = [sorted(groups[q], key=lambda r: r["sample_index"]) for q in ids]
+    bandit = load_bandit(args.bandit or args.rollouts.parent / "bandit.json")
+    scored = score_groups([[r["text"] for r in g] for g in rows], [[r["tokens"] for r in g] for g in rows],
+                          bandit, golds=[g[0]["gold"] for g in rows],
+                          questions=[g[0].get("question") for g in rows], learn=False)
+    maj, vote = [], []
+    for gi, group in enumerate(rows):
+        lo, hi = scored.offsets[gi], scored.offsets[gi + 1]
+        answers = [scored.row_fields(i)["answer"] for i in range(lo, hi)]
+        gold = group[0]["gold"]
+        maj.append(_is_correct(weighted_vote(answers, [1.0] * len(answers)), gold))
+        vote.append(_is_correct(weighted_vote(answers, scored.s_wm[lo:hi].tolist()), gold))
+    n = len(rows)
+    k = len(rows[0])
+    print(f"{n} questions x {k} samples, arm used: {scored.arm[0]} (best posterior mean)")
+    for name, hits in ((f"maj@{k}", maj), (f"Regime W vote@{k}", vote)):
+        lo, hi = wilson_interval(sum(hits), n)
+        print(f"{name:>18}: {sum(hits) / n:.1%} [{lo:.1%}, {hi:.1%}]")
+    only_maj = sum(m and not v for m, v in zip(maj, vote))
+    only_vote = sum(v and not m for m, v in zip(maj, vote))
+    print(f"only maj right / only vote right: {only_maj} / {only_vote}; "
+          f"McNemar exact p = {mcnemar_exact_p(only_maj, only_vote):.4g}")
+
+
+if __name__ == "__main__":
+    main()
