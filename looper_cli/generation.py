@@ -105,9 +105,12 @@ class HFGenerator:
 
         tok, model = self.tokenizer, self.model
         padded = tok.pad({"input_ids": batch_ids}, return_tensors="pt").to(model.device)
+        # Greedy samples are all the same: decode once, then repeat
+        # (transformers also refuses num_return_sequences > 1 without sampling).
+        per_prompt = 1 if cfg.greedy else cfg.samples
         kwargs: dict[str, Any] = dict(
             max_new_tokens=cfg.max_new_tokens,
-            num_return_sequences=cfg.samples,
+            num_return_sequences=per_prompt,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
@@ -119,8 +122,8 @@ class HFGenerator:
             out = model.generate(**padded, **kwargs)
         new = out[:, padded["input_ids"].shape[1]:].tolist()
         completions = [self._completion(row) for row in new]
-        k = cfg.samples
-        return [completions[j * k:(j + 1) * k] for j in range(len(batch_ids))]
+        groups = [completions[j * per_prompt:(j + 1) * per_prompt] for j in range(len(batch_ids))]
+        return [g * (cfg.samples // per_prompt) for g in groups]
 
     def _completion(self, ids: list[int]) -> Completion:
         return completion_from_ids(self.tokenizer, ids)
