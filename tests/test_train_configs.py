@@ -27,5 +27,5 @@ def test_pipeline_config_tables_resolve(path: Path) -> None:
     assert set(table["stages"]) <= set(stages)
     for section in [name for name in table if isinstance(table[name], dict)]:
         cfg = resolve(stages[section], section, path)  # unknown keys or wrong types raise UserError
-        if hasattr(cfg, "base_model") and section in ("sft", "rollout"):
+        if hasattr(cfg, "base_model") and section in ("sft", "rollout") and "base_model" in table:
             assert cfg.base_model == table["base_model"]
