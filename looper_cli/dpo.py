@@ -73,12 +73,11 @@ def run_dpo(cfg: DPOStageConfig) -> dict[str, Any]:
     config.toml and summary.json; return the summary."""
     if cfg.sft is None:
         raise UserError("dpo needs --sft (the SFT output folder)")
-    out_dir = training.output_dir(cfg, SECTION)
-    done = training.finished_summary(cfg, out_dir)
-    if done is not None:
-        return done
+    out = training.prepare_output(cfg, SECTION)
+    if out.done is not None:
+        return out.done
+    out_dir, resume_from = out.dir, out.resume_from
     pairs = load_pairs(cfg.prefs, cfg.limit)
-    resume_from = training.check_output_dir(cfg, out_dir)
     training.quiet_hf_logging()
 
     from datasets import Dataset

@@ -107,11 +107,10 @@ def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
     """Train with the Regime W reward; save the adapter (or model), tokenizer,
     config.toml, bandit.json and summary.json; return the summary."""
     start = start_checkpoint(cfg)
-    out_dir = training.output_dir(cfg, SECTION)
-    done = training.finished_summary(cfg, out_dir)
-    if done is not None:
-        return done
-    resume_from = training.check_output_dir(cfg, out_dir)
+    out = training.prepare_output(cfg, SECTION)
+    if out.done is not None:
+        return out.done
+    out_dir, resume_from = out.dir, out.resume_from
     problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)  # fail fast on bad data
     training.quiet_hf_logging()
 

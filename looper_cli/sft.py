@@ -35,11 +35,10 @@ def run_sft(cfg: SFTStageConfig) -> dict[str, Any]:
     if not cfg.base_model:
         raise UserError("sft needs --base-model (a hub id, a model folder or a .gguf file)")
     ModelSource.parse(cfg.base_model)  # a bad path fails now, not after minutes of loading
-    out_dir = training.output_dir(cfg, SECTION)
-    done = training.finished_summary(cfg, out_dir)
-    if done is not None:
-        return done
-    resume_from = training.check_output_dir(cfg, out_dir)
+    out = training.prepare_output(cfg, SECTION)
+    if out.done is not None:
+        return out.done
+    out_dir, resume_from = out.dir, out.resume_from
     problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)  # fail fast on bad data
     training.quiet_hf_logging()
 

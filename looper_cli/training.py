@@ -141,6 +141,22 @@ def last_checkpoint(out_dir: Path) -> Optional[str]:
     return str(max(steps)[1]) if steps else None
 
 
+@dataclass
+class OutputState:
+    """Where a stage writes, and what is already there."""
+
+    dir: Path
+    done: Optional[dict[str, Any]]  # the summary of a finished run (with --resume): nothing to do
+    resume_from: Optional[str]  # the checkpoint to continue from
+
+
+def prepare_output(opts: TrainOptions, stage: str) -> OutputState:
+    """The output folder of `stage`, checked once: finished, resumable, or fresh."""
+    out_dir = output_dir(opts, stage)
+    done = finished_summary(opts, out_dir)
+    return OutputState(out_dir, done, None if done is not None else check_output_dir(opts, out_dir))
+
+
 def finished_summary(opts: TrainOptions, out_dir: Path) -> Optional[dict[str, Any]]:
     """With --resume, a stage whose summary.json exists is already done."""
     path = out_dir / SUMMARY_NAME
