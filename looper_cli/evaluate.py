@@ -148,18 +148,14 @@ def _check_options(cfg: EvalStageConfig) -> None:
 def _with_absolute_paths(cfg: EvalStageConfig) -> EvalStageConfig:
     """Local paths made absolute, so a resume from another folder still
     recognises the same eval."""
-    from looper_cli.models import ModelSource
+    from looper_cli.models import ModelSource, absolute_if_local
 
     ckpt = _checkpoints(cfg)[0]
     ModelSource.parse(ckpt)  # a missing path fails here, before any data or model loads
-    return dataclasses.replace(cfg, checkpoint=[_absolute_if_local(ckpt)],
-                               dataset=_absolute_if_local(cfg.dataset),
-                               bandit=_absolute_if_local(cfg.bandit) if cfg.bandit else None)
+    return dataclasses.replace(cfg, checkpoint=[absolute_if_local(ckpt)],
+                               dataset=absolute_if_local(cfg.dataset),
+                               bandit=absolute_if_local(cfg.bandit) if cfg.bandit else None)
 
-
-def _absolute_if_local(text: str) -> str:
-    path = Path(text).expanduser()
-    return str(path.resolve()) if path.exists() else text
 
 
 def checkpoint_label(checkpoint: str) -> str:

@@ -46,6 +46,13 @@ class ModelSource:
         return {"gguf_file": self.gguf_file} if self.gguf_file else {}
 
 
+def absolute_if_local(spec: str | Path) -> str:
+    """A local model path made absolute (a hub id is left as it is), so that
+    adapter configs and run records find it from any working directory."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else str(spec)
+
+
 def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
 

@@ -175,11 +175,11 @@ def check_stages(stages: Optional[list[str]]) -> list[str]:
 def prepare_base(pipe: Pipeline) -> str:
     """The base model: the user's, or the tiny model built once into the run."""
     if not pipe.tiny:
-        from looper_cli.models import ModelSource
+        from looper_cli.models import ModelSource, absolute_if_local
 
         ModelSource.parse(pipe.cfg.base_model or "")
         pipe.fingerprints["base"] = str(pipe.cfg.base_model)
-        return _absolute_if_local(str(pipe.cfg.base_model))
+        return absolute_if_local(str(pipe.cfg.base_model))
     from looper_cli.data import load_problems
     from looper_cli.tiny import TinyConfig, build_tiny_model
 
@@ -347,10 +347,6 @@ def _file_stamp(path: Path) -> str:
     stat = path.stat()
     return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
 
-
-def _absolute_if_local(spec: str) -> str:
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else spec
 
 
 def _jsonable(obj: Any) -> Any:

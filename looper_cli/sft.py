@@ -13,7 +13,7 @@ from typing import Any
 
 from looper_cli import training
 from looper_cli.data import Problem, load_problems
-from looper_cli.models import ModelSource
+from looper_cli.models import ModelSource, absolute_if_local
 from looper_cli.prompts import Template
 from looper_cli.training import LoraOptions, TrainOptions
 
@@ -46,7 +46,7 @@ def run_sft(cfg: SFTStageConfig) -> dict[str, Any]:
 
     from looper_cli.models import load_base_model, load_tokenizer
 
-    base = _absolute_if_local(cfg.base_model)
+    base = absolute_if_local(cfg.base_model)
     tokenizer = load_tokenizer(base, padding_side="right")
     dataset = sft_dataset(problems, tokenizer, cfg.template)
     device = training.train_device()
@@ -86,10 +86,4 @@ def sft_dataset(problems: list[Problem], tokenizer: Any, template: Template) -> 
              "question_id": p.id} for p in problems]
     return Dataset.from_list(rows)
 
-
-def _absolute_if_local(spec: str) -> str:
-    """A local base model is recorded by absolute path in the adapter config,
-    so later stages find it from any working directory."""
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else spec
 
