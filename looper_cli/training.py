@@ -47,6 +47,8 @@ class TrainOptions:
     gpus: Optional[int] = None
     accelerate_config: Optional[Path] = None
     report_to: ReportTo = "none"
+    gradient_checkpointing: Optional[bool] = None  # None: on with a GPU
+    liger: bool = False  # Liger's fused kernels (GPU)
 
 
 @dataclass
@@ -98,9 +100,8 @@ def trl_args(opts: TrainOptions, out_dir: Path, device: str, **stage_args: Any) 
         seed=opts.seed,
         bf16=on_gpu,
         use_cpu=not on_gpu,
-        # Recompute activations on GPU (7B-8B models at 1-2k tokens need it);
-        # on CPU the tiny models do not, and it would only cost time.
-        gradient_checkpointing=on_gpu,
+        gradient_checkpointing=recompute_activations(opts, on_gpu),
+        use_liger_kernel=use_liger(opts),
         save_strategy="steps",
         save_steps=opts.save_steps,
         save_total_limit=opts.save_total_limit,
@@ -113,6 +114,23 @@ def trl_args(opts: TrainOptions, out_dir: Path, device: str, **stage_args: Any) 
     )
     args.update(stage_args)
     return args
+
+
+def recompute_activations(opts: TrainOptions, on_gpu: bool) -> bool:
+    """By default on GPU: 7B-8B models at 1-2k tokens need it. On CPU the tiny
+    models do not, and small models on a big GPU are faster without it."""
+    return on_gpu if opts.gradient_checkpointing is None else opts.gradient_checkpointing
+
+
+def use_liger(opts: TrainOptions) -> bool:
+    """Liger kernels when asked for, with one clear line if they are not installed."""
+    if not opts.liger:
+        return False
+    import importlib.util
+
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise UserError("--liger needs the liger-kernel package: pip install liger-kernel")
+    return True
 
 
 def check_output_dir(opts: TrainOptions, out_dir: Path) -> Optional[str]:

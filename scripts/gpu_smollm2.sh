@@ -4,6 +4,10 @@
 #   phase "upload": keep the first half of the GGUF (an upload is capped at 64 MiB)
 #   phase "pipeline": join the GGUF, install the carried wheels, run the pipeline
 #   phase "extra": Platinum evals of every stage, maj@8 / Regime W vote@8 of the final model
+#   phase "start": launch "extra" in its own process session (it outlives the call, which a
+#                  device command may not: 10 minutes), then "wait"
+#   phase "wait":  follow that run for up to WAIT seconds (default 570), then bring back its
+#                  log and results; call again while the machine is warm to keep following
 # Inputs travel in .gpu/ (git-ignored): whl/ (trl, datasets, ..., our looper wheel),
 # data/ (GSM8K, Platinum), gguf_a/ and gguf_b/ (the two halves of the GGUF); the upload
 # phase copies them under /tmp, which lasts while the machine stays warm.
@@ -18,6 +22,7 @@ if [ "$phase" = upload ]; then
   cp .gpu/gguf_a/* .gpu/gguf.sha256 $G/ && cp -r .gpu/data $G/
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl
   rm -rf /tmp/site/looper_cli  # the wheel's copy; run the tree's own looper_cli
+  PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_engine_reuse.py  # the CUDA-graph pool renewal
   python3 -c 'import pyarrow, fsspec, torch, transformers; print(pyarrow.__version__, fsspec.__version__, torch.__version__, transformers.__version__)'
   PYTHONPATH=/tmp/site python3 -c 'import trl, datasets, regime_w_core; print(trl.__version__, datasets.__version__, regime_w_core.__version__)'
   exit 0
@@ -27,6 +32,18 @@ if [ ! -f $M ]; then
   echo "$(cut -d' ' -f1 $G/gguf.sha256)  $M" | sha256sum -c -
 fi
 export PYTHONPATH=/tmp/site:$PWD
+LOG=/tmp/looper-extra.log DONE=/tmp/looper-extra.rc
+if [ "$phase" = start ]; then
+  rm -f $DONE
+  setsid nohup env -u OUT bash -c "bash $0 extra; echo \$? > $DONE" > $LOG 2>&1 < /dev/null &
+  phase=wait
+fi
+if [ "$phase" = wait ]; then
+  for _ in $(seq 1 $(( ${WAIT:-570} / 5 ))); do [ -f $DONE ] && break; sleep 5; done
+  cp $LOG $OUT/extra.log
+  [ -f $DONE ] && echo "extra finished, exit $(cat $DONE)" || echo "extra still running"
+  tail -c 3000 $LOG
+fi
 looper() { python3 -m looper_cli "$@"; }
 D=$G/data/gsm8k P=$G/data/gsm8k_platinum
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -40,7 +57,7 @@ if [ "$phase" = extra ]; then
   time looper eval --checkpoint $RUN/ppo --dataset $D --samples 8 --temperature 0.8 \
       --max-new-tokens 320 --batch-size 1024 --bandit $RUN --output $RUN/eval-k8
 fi
-if [ -n "${OUT:-}" ] && [ -d $RUN ]; then
+if [ -n "${OUT:-}" ] && [ -d $RUN ] && [ "$phase" != extra ]; then
   tar czf $OUT/results.tgz --exclude='*.safetensors' --exclude='checkpoint-*' --exclude='*.bin' \
       --exclude='*.pt' --exclude='*.pth' --exclude='*.prev' --exclude='rollouts.shards' $RUN
 fi

@@ -29,3 +29,13 @@ def test_pipeline_config_tables_resolve(path: Path) -> None:
         cfg = resolve(stages[section], section, path)  # unknown keys or wrong types raise UserError
         if hasattr(cfg, "base_model") and section in ("sft", "rollout") and "base_model" in table:
             assert cfg.base_model == table["base_model"]
+
+
+def test_recompute_defaults_to_on_with_a_gpu_and_follows_the_option(tmp_path: Path) -> None:
+    from looper_cli.training import TrainOptions, trl_args
+
+    assert trl_args(TrainOptions(), tmp_path, "cuda:0")["gradient_checkpointing"] is True
+    assert trl_args(TrainOptions(), tmp_path, "cpu")["gradient_checkpointing"] is False
+    off = TrainOptions(gradient_checkpointing=False)
+    assert trl_args(off, tmp_path, "cuda:0")["gradient_checkpointing"] is False
+    assert trl_args(TrainOptions(), tmp_path, "cpu")["use_liger_kernel"] is False

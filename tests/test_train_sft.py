@@ -4,6 +4,7 @@ turns bad inputs into one-line errors (exit 2)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -106,8 +107,10 @@ def test_sft_full_fine_tune_saves_a_plain_model(tiny_model: Path, tmp_path: Path
     assert (out / "config.json").is_file() and not is_adapter_dir(out)
 
 
-@pytest.mark.parametrize("case", ["missing-data", "empty-data", "no-base", "bad-base", "gpus"])
+@pytest.mark.parametrize("case", ["missing-data", "empty-data", "no-base", "bad-base", "gpus", "liger"])
 def test_sft_user_errors_are_one_line(case: str, tiny_model: Path, tmp_path: Path, cli) -> None:
+    if case == "liger" and importlib.util.find_spec("liger_kernel") is not None:
+        pytest.skip("liger-kernel is installed here: --liger is not a mistake")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     args = {
@@ -116,6 +119,7 @@ def test_sft_user_errors_are_one_line(case: str, tiny_model: Path, tmp_path: Pat
         "no-base": ["--data", "synthetic:4"],
         "bad-base": ["--base-model", str(tmp_path / "no-model"), "--data", "synthetic:4"],
         "gpus": ["--base-model", str(tiny_model), "--data", "synthetic:4", "--gpus", "64"],
+        "liger": ["--base-model", str(tiny_model), "--data", "synthetic:4", "--max-steps", "1", "--liger"],
     }[case]
     result = cli("sft", *args, "-o", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr[-2000:]
