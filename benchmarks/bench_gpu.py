@@ -1,7 +1,8 @@
 """GPU figures for looper, each beside its baseline measured in the same run.
 
     python benchmarks/bench_gpu.py all --out results/          # one H100/H200
-    python benchmarks/bench_gpu.py scaling --gpus 2            # N engine processes, sharded prompts
+    python benchmarks/bench_gpu.py scaling --gpus 2,4 --questions 512   # 1 vs 2 vs 4 engine processes
+    python benchmarks/bench_gpu.py train --train-variants liger+compile-mem0.5-b8   # one variant a process
     python benchmarks/bench_gpu.py rollout --shape small --device cpu   # smoke run, no GPU
 
 Sections: `check` (greedy of the engine, with graphs and compile, equals
@@ -9,11 +10,12 @@ transformers' greedy; small fp32 model); `step` (one decode step, graph
 replay, with and without compiled layers); `rollout` (transformers `generate` vs FastGenerator, 8B shape,
 256 sequences = 32 prompts x 8 samples, 128-token prompts, 256 new tokens,
 sampling T=0.8); `workload` (500 questions x 8 samples with FastGenerator);
-`train` (LoRA SFT tokens/s, memory and MFU; benchmarks/gpu_train.py);
+`train` (LoRA SFT and DPO tokens/s, memory and MFU; benchmarks/gpu_train.py);
 `scaling` (1 GPU vs N GPUs, one engine process per GPU). Models are random-init
 Llamas of the real shape (benchmarks/gpu_models.py). Prints one table last;
-`--out DIR` also writes DIR/bench_gpu.json. `all` runs every training variant
-(over 10 minutes): pick some with `--train-variants a,b` ("" for none).
+`--out DIR` also writes DIR/bench_gpu.json. `all` runs gpu_train's default
+training variants (several minutes): pick some with `--train-variants a,b` ("" for none);
+a compile memory budget is read once per process, so time each budget in its own.
 Training needs liger-kernel (see docs/perf-notes.md for the device setup).
 """
 
@@ -185,12 +187,13 @@ def section_workload(model, args) -> None:
 
 # -- scaling: N engine processes on N GPUs over sharded questions -------------
 def section_scaling(args) -> None:
-    single = run_shards(args, 1)
-    multi = run_shards(args, args.gpus)
     note = f"{args.questions} q x 8, {args.workload_new_tokens} new; warm generation time, slowest shard"
+    single = run_shards(args, 1)
     record("scaling", "1 GPU", single, "gen tok/s", note)
-    record("scaling", f"{args.gpus} GPUs", multi, "gen tok/s", note)
-    record("scaling", f"efficiency = rate_N / (N x rate_1)", multi / (args.gpus * single), "", note)
+    for gpus in [int(n) for n in str(args.gpus).split(",")]:
+        multi = run_shards(args, gpus)
+        record("scaling", f"{gpus} GPUs", multi, "gen tok/s", note)
+        record("scaling", f"{gpus} GPUs: efficiency = rate_N / (N x rate_1)", multi / (gpus * single), "", note)
 
 
 def run_shards(args, gpus: int) -> float:
@@ -250,7 +253,7 @@ def main() -> None:
     parser.add_argument("--workload-new-tokens", type=int, default=256)
     parser.add_argument("--workload-batch", type=int, default=512)
     parser.add_argument("--train-variants", default="all")
-    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--gpus", default="2", help="scaling: GPU counts to compare with 1, e.g. 2,4")
     parser.add_argument("--shard", default="0/1")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

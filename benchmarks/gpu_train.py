@@ -1,8 +1,9 @@
 """LoRA SFT training throughput of the 8B shape on one GPU (bench_gpu.py train).
 
 Each variant: random-init 8B Llama in bf16, PEFT LoRA r=16 on all linear
-layers, AdamW on the adapter, batch 4 (or 2) x 2048 tokens (packed-length rows: what
+layers, AdamW on the adapter, batch 4 (or -bN) x 2048 tokens (packed-length rows: what
 `packing=True` gives on short GSM8K examples), 2 warm-up + 5 timed steps.
+DPO variants time the DPO step on the same rows (half chosen, half rejected).
 The step is what TRL's SFTTrainer runs (forward with labels, backward,
 optimizer step); the Trainer's own bookkeeping is not in the numbers.
 
@@ -16,86 +17,116 @@ MFU = model FLOPs/s over 989 TFLOP/s (H100/H200 SXM dense bf16).
 from __future__ import annotations
 
 import gc
+import re
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from gpu_models import build_llama, matmul_params
 
 PEAK_FLOPS = 989e12
 SEQ, WARMUP, STEPS = 2048, 2, 5
 
-# name: (liger kernels, layers checkpointed: "all" | int,
-#        torch.compile of each decoder layer: False | "layer" (whole call) | "forward", batch)
-VARIANTS = {
-    "hf+ckpt": (False, "all", False, 4),
-    "hf": (False, 0, False, 4),
-    "liger+ckpt": (True, "all", False, 4),
-    "liger": (True, 0, False, 4),
-    "liger+ckpt8": (True, 8, False, 4),
-    "liger+ckpt4": (True, 4, False, 4),
-    "liger+compile": (True, 0, "layer", 4),
-    "liger+compile+ckpt8": (True, 8, "layer", 4),  # checkpointing inside the compiled layer saves nothing
-    "liger+compile-b2": (True, 0, "layer", 2),
+# base name: (liger kernels, layers checkpointed: "all" | int,
+#             torch.compile of each decoder layer: False | "layer" (whole call) | "forward")
+BASES = {
+    "hf+ckpt": (False, "all", False),
+    "hf": (False, 0, False),
+    "liger+ckpt": (True, "all", False),
+    "liger": (True, 0, False),
+    "liger+ckpt8": (True, 8, False),
+    "liger+ckpt4": (True, 4, False),
+    "liger+compile": (True, 0, "layer"),
+    "liger+compile+ckpt8": (True, 8, "layer"),  # checkpointing inside the compiled layer saves nothing
     # forward compiled, checkpoint wrapper left eager: recompute really frees memory
-    "liger+fcompile+ckpt6": (True, 6, "forward", 4),
-    "liger+fcompile+ckpt8": (True, 8, "forward", 4),
-    "liger+fcompile+ckpt10": (True, 10, "forward", 4),
-    # Compiled layers that recompute what the partitioner finds cheapest
-    # until saved activations fit that fraction of the default.
-    "liger+compile-mem0.7": (True, 0, "layer", 4),
-    "liger+compile-mem0.5": (True, 0, "layer", 4),
+    "liger+fcompile+ckpt6": (True, 6, "forward"),
+    "liger+fcompile+ckpt8": (True, 8, "forward"),
+    "liger+fcompile+ckpt10": (True, 10, "forward"),
 }
-ACTIVATION_MEMORY_BUDGET = {"liger+compile-mem0.7": 0.7, "liger+compile-mem0.5": 0.5}
+# A variant is "[dpo:]BASE[-memF][-bN]":
+#   dpo:  a DPO step (policy on chosen + rejected, frozen reference = adapter off) instead of SFT
+#   memF: compiled layers recompute what the partitioner finds cheapest until the saved
+#         activations fit F of the default (torch._functorch activation_memory_budget)
+#   bN:   N rows of 2048 tokens per step (DPO: N/2 pairs); default 4
+VARIANT = re.compile(r"^(?P<dpo>dpo:)?(?P<base>[a-z0-9+]+?)(-mem(?P<mem>[0-9.]+))?(-b(?P<batch>[0-9]+))?$")
+DEFAULT_VARIANTS = ["hf+ckpt", "liger+compile", "liger+compile-mem0.7", "liger+compile-mem0.5-b8",
+                    "dpo:hf+ckpt", "dpo:liger+compile-mem0.7"]
+
+
+@dataclass
+class Variant:
+    name: str
+    dpo: bool
+    liger: bool
+    checkpointed: Any
+    compiled: Any
+    memory_budget: float
+    batch: int
+
+
+def parse_variant(name: str) -> Variant:
+    match = VARIANT.match(name)
+    if not match or match["base"] not in BASES:
+        raise SystemExit(f"unknown training variant {name!r}: [dpo:]BASE[-memF][-bN], BASE in {sorted(BASES)}")
+    liger, checkpointed, compiled = BASES[match["base"]]
+    return Variant(name, bool(match["dpo"]), liger, checkpointed, compiled,
+                   float(match["mem"] or 1.0), int(match["batch"] or 4))
 
 
 def section_train(args, record) -> None:
-    names = list(VARIANTS) if args.train_variants == "all" else [n for n in args.train_variants.split(",") if n]
+    names = DEFAULT_VARIANTS if args.train_variants == "all" else [n for n in args.train_variants.split(",") if n]
+    variants = [parse_variant(n) for n in names]
     # Liger patches transformers' Llama classes globally: plain variants first.
-    for name in sorted(names, key=lambda n: VARIANTS[n][0]):
-        run_variant(name, *VARIANTS[name], args=args, record=record)
+    # The memory budget is read when a layer compiles: give each budget its own process.
+    for variant in sorted(variants, key=lambda v: v.liger):
+        run_variant(variant, args=args, record=record)
 
 
-def run_variant(name: str, liger: bool, checkpointed, compiled, batch: int, args, record) -> None:
+def run_variant(v: Variant, args, record) -> None:
     import torch
     import torch._functorch.config as functorch_config
 
-    if liger:
+    if v.liger:
         from liger_kernel.transformers import apply_liger_kernel_to_llama
 
         apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, fused_linear_cross_entropy=True)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    functorch_config.activation_memory_budget = ACTIVATION_MEMORY_BUDGET.get(name, 1.0)
+    functorch_config.activation_memory_budget = v.memory_budget
     model = optimizer = None
     try:
         model = lora_model(args.shape)
         layers = model.base_model.model.model.layers
-        ckpt_layers = len(layers) if checkpointed == "all" else int(checkpointed)
+        ckpt_layers = len(layers) if v.checkpointed == "all" else int(v.checkpointed)
         set_checkpointing(model, layers, ckpt_layers)
         for layer in layers:
-            if compiled == "layer":
+            if v.compiled == "layer":
                 layer.compile()
-            elif compiled == "forward":
+            elif v.compiled == "forward":
                 layer.forward = torch.compile(layer.forward)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        ids = torch.randint(3, model.config.vocab_size, (batch, SEQ), device="cuda")
+        ids = torch.randint(3, model.config.vocab_size, (v.batch, SEQ), device="cuda")
+        step = dpo_step if v.dpo else train_step
         for _ in range(WARMUP):
-            train_step(model, optimizer, ids)
+            step(model, optimizer, ids)
         torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(STEPS):
-            train_step(model, optimizer, ids)
+            step(model, optimizer, ids)
         torch.cuda.synchronize()
-        rate = batch * SEQ * STEPS / (time.perf_counter() - start)
+        rate = v.batch * SEQ * STEPS / (time.perf_counter() - start)
         peak = torch.cuda.max_memory_allocated() / 2**30
-        model_flops, hw_flops = flops_per_token(model, ckpt_layers / len(layers))
-        note = f"LoRA r16 all-linear, {batch}x{SEQ}, ckpt {ckpt_layers}/{len(layers)} layers, peak {peak:.1f} GiB"
-        record("train", f"SFT {name}", rate, "tok/s", note)
-        record("train", f"SFT {name} MFU (HFU)", rate * model_flops / PEAK_FLOPS * 100, "%",
+        model_flops, hw_flops = flops_per_token(model, ckpt_layers / len(layers), v.dpo)
+        stage = "DPO" if v.dpo else "SFT"
+        note = (f"LoRA r16 all-linear, {v.batch}x{SEQ}{' (chosen+rejected)' if v.dpo else ''}, "
+                f"ckpt {ckpt_layers}/{len(layers)} layers, memory budget {v.memory_budget}, peak {peak:.1f} GiB")
+        record("train", f"{stage} {v.name}", rate, "tok/s", note)
+        record("train", f"{stage} {v.name} MFU (HFU)", rate * model_flops / PEAK_FLOPS * 100, "%",
                f"model {model_flops / 1e9:.1f} GFLOP/tok, HFU {rate * hw_flops / PEAK_FLOPS * 100:.1f}%")
     except torch.cuda.OutOfMemoryError:
-        record("train", f"SFT {name}", 0, "tok/s", "out of memory")
+        record("train", f"{v.name}", 0, "tok/s", "out of memory")
     except Exception as error:  # a variant that breaks must not hide the others' figures
-        record("train", f"SFT {name}", 0, "tok/s", f"failed: {type(error).__name__}: {str(error)[:120]}")
+        record("train", f"{v.name}", 0, "tok/s", f"failed: {type(error).__name__}: {str(error)[:120]}")
     finally:
         del model, optimizer
         gc.collect()
@@ -130,9 +161,45 @@ def train_step(model, optimizer, ids) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def flops_per_token(model, recomputed_fraction: float) -> tuple[float, float]:
+def dpo_step(model, optimizer, ids, beta: float = 0.1) -> None:
+    """What TRL's DPOTrainer runs for a LoRA policy with no ref_model: the
+    reference is the same weights with the adapter switched off (no grad),
+    the policy sees chosen and rejected rows in one batch."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad(), model.disable_adapter():
+        reference = sequence_logps(model, ids)
+    policy = sequence_logps(model, ids)
+    pairs = ids.shape[0] // 2
+    margin = (policy[:pairs] - reference[:pairs]) - (policy[pairs:] - reference[pairs:])
+    loss = -F.logsigmoid(beta * margin).mean()
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def sequence_logps(model, ids, chunk: int = 512):
+    """Sum of next-token log-probs per row, the vocabulary projection taken a
+    chunk of positions at a time so float32 logits never hold the whole batch."""
+    import torch
+
+    causal_lm = model.base_model.model
+    hidden = causal_lm.model(input_ids=ids).last_hidden_state[:, :-1]
+    targets = ids[:, 1:]
+    total = torch.zeros(ids.shape[0], device=ids.device, dtype=torch.float32)
+    for begin in range(0, hidden.shape[1], chunk):
+        logits = causal_lm.lm_head(hidden[:, begin:begin + chunk]).float()
+        picked = logits.gather(-1, targets[:, begin:begin + chunk, None]).squeeze(-1)
+        total = total + (picked - logits.logsumexp(-1)).sum(-1)
+    return total
+
+
+def flops_per_token(model, recomputed_fraction: float, dpo: bool = False) -> tuple[float, float]:
+    """Model FLOPs per policy token: SFT 4N + attention; DPO adds the
+    reference forward (2N + a third of the attention term)."""
     cfg = model.config
     n = matmul_params(model.base_model.model)
     attention = 6 * SEQ * cfg.hidden_size * cfg.num_hidden_layers
-    model_flops = 4 * n + attention
+    model_flops = 4 * n + attention + (2 * n + attention / 3 if dpo else 0)
     return model_flops, model_flops + recomputed_fraction * (2 * n + attention / 3)
