@@ -2,6 +2,7 @@
 # The real-model run behind the README's Results, as run on a lent GPU machine that
 # has torch/transformers/peft/accelerate but no trl/datasets and no network.
 #   phase "upload": keep the first half of the GGUF (an upload is capped at 64 MiB)
+#   phase "join": join the GGUF halves only (other scripts run the model)
 #   phase "pipeline": join the GGUF, install the carried wheels, run the pipeline
 #   phase "extra": Platinum evals of every stage, maj@8 / Regime W vote@8 of the final model
 #   phase "start": launch "extra" in its own process session (it outlives the call, which a
@@ -22,7 +23,7 @@ if [ "$phase" = upload ]; then
   cp .gpu/gguf_a/* .gpu/gguf.sha256 $G/ && cp -r .gpu/data $G/
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl
   rm -rf /tmp/site/looper_cli  # the wheel's copy; run the tree's own looper_cli
-  PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_engine_reuse.py  # the CUDA-graph pool renewal
+  [ -n "${SKIP_ENGINE_CHECK:-}" ] || PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_engine_reuse.py  # graph pool renewal
   python3 -c 'import pyarrow, fsspec, torch, transformers; print(pyarrow.__version__, fsspec.__version__, torch.__version__, transformers.__version__)'
   PYTHONPATH=/tmp/site python3 -c 'import trl, datasets, regime_w_core; print(trl.__version__, datasets.__version__, regime_w_core.__version__)'
   exit 0
@@ -31,6 +32,7 @@ if [ ! -f $M ]; then
   cat $G/smol.part00 .gpu/gguf_b/smol.part01 > $M
   echo "$(cut -d' ' -f1 $G/gguf.sha256)  $M" | sha256sum -c -
 fi
+if [ "$phase" = join ]; then exit 0; fi
 export PYTHONPATH=/tmp/site:$PWD
 LOG=/tmp/looper-extra.log DONE=/tmp/looper-extra.rc
 if [ "$phase" = start ]; then
