@@ -45,6 +45,9 @@ class PPOStageConfig(LoraOptions, TrainOptions):
     bandit_state: Optional[Path] = None  # initial bandit.json (e.g. from rollouts)
     lr: float = 1e-5
     batch_size: int = 8  # completions per device per step
+    # The policy's attention while it trains and samples: None keeps the model's
+    # (sdpa). "eager" never returns NaN for the fully masked rows of left padding.
+    attn_implementation: Optional[Literal["sdpa", "eager"]] = None
 
 
 class RegimeWReward:
@@ -117,6 +120,10 @@ def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
     from looper_cli.reward import RewardWeights
 
     model, tokenizer, adapter = training.load_trainable_policy(start, cfg.base_model, "--sft/--dpo")
+    if cfg.attn_implementation:
+        from looper_cli.engine.llama import base_causal_lm
+
+        base_causal_lm(model).set_attn_implementation(cfg.attn_implementation)
     dataset = ppo_dataset(problems, tokenizer, cfg.template)
     reward = RegimeWReward(load_bandit_state(cfg, out_dir, resume_from),
                            RewardWeights(cfg.alpha, cfg.beta, cfg.gamma))

@@ -8,7 +8,7 @@
 #   phase "start": launch "extra" in its own process session (it outlives the call, which a
 #                  device command may not: 10 minutes), then "wait"
 #   phase "wait":  follow that run for up to WAIT seconds (default 570), then bring back its
-#                  log and results; call again while the machine is warm to keep following
+#                  log and results (and train-bench.tgz); call again while the machine is warm
 # Inputs travel in .gpu/ (git-ignored): whl/ (trl, datasets, ..., our looper wheel),
 # data/ (GSM8K, Platinum), gguf_a/ and gguf_b/ (the two halves of the GGUF); the upload
 # phase copies them under /tmp, which lasts while the machine stays warm.
@@ -23,7 +23,10 @@ if [ "$phase" = upload ]; then
   cp .gpu/gguf_a/* .gpu/gguf.sha256 $G/ && cp -r .gpu/data $G/
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl
   rm -rf /tmp/site/looper_cli  # the wheel's copy; run the tree's own looper_cli
-  [ -n "${SKIP_ENGINE_CHECK:-}" ] || PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_engine_reuse.py  # graph pool renewal
+  if [ -z "${SKIP_ENGINE_CHECK:-}" ]; then
+    PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_engine_reuse.py  # graph pool renewal
+    python3 benchmarks/gpu_left_pad_nan.py || true  # why PPO uses eager attention here
+  fi
   python3 -c 'import pyarrow, fsspec, torch, transformers; print(pyarrow.__version__, fsspec.__version__, torch.__version__, transformers.__version__)'
   PYTHONPATH=/tmp/site python3 -c 'import trl, datasets, regime_w_core; print(trl.__version__, datasets.__version__, regime_w_core.__version__)'
   exit 0
@@ -43,6 +46,7 @@ fi
 if [ "$phase" = wait ]; then
   for _ in $(seq 1 $(( ${WAIT:-570} / 5 ))); do [ -f $DONE ] && break; sleep 5; done
   cp $LOG $OUT/extra.log
+  if [ -d /tmp/train-bench ]; then tar czf $OUT/train-bench.tgz -C /tmp/train-bench .; fi
   [ -f $DONE ] && echo "extra finished, exit $(cat $DONE)" || echo "extra still running"
   tail -c 3000 $LOG
 fi
@@ -53,11 +57,19 @@ if [ "$phase" = pipeline ]; then
   time looper pipeline --config configs/smollm2-135m.toml --base-model $M --data $D --eval-data $D
 fi
 if [ "$phase" = extra ]; then
-  time looper pipeline --config configs/smollm2-135m.toml --base-model $M --data $D --eval-data $D
-  time looper eval --checkpoint $M --checkpoint $RUN/sft --checkpoint $RUN/dpo --checkpoint $RUN/ppo \
-      --dataset $P --max-new-tokens 320 --batch-size 512 --output $RUN/eval-platinum
-  time looper eval --checkpoint $RUN/ppo --dataset $D --samples 8 --temperature 0.8 \
-      --max-new-tokens 320 --batch-size 1024 --bandit $RUN --output $RUN/eval-k8
+  # PPO runs apart, so that a failing PPO cannot cost the other stages' evals.
+  time looper pipeline --config configs/smollm2-135m.toml --base-model $M --data $D --eval-data $D \
+      --stages sft,rollout,prefs,dpo,eval
+  time looper pipeline --config configs/smollm2-135m.toml --base-model $M --data $D --eval-data $D \
+      --stages ppo,eval || echo "PPO FAILED"
+  stages=(--checkpoint $M --checkpoint $RUN/sft --checkpoint $RUN/dpo) final=$RUN/dpo
+  if [ -f $RUN/ppo/summary.json ]; then stages+=(--checkpoint $RUN/ppo); final=$RUN/ppo; fi
+  time looper eval "${stages[@]}" --dataset $P --max-new-tokens 320 --batch-size 512 \
+      --output $RUN/eval-platinum || echo "PLATINUM EVAL FAILED"
+  time looper eval --checkpoint $final --dataset $D --samples 8 --temperature 0.8 \
+      --max-new-tokens 320 --batch-size 1024 --bandit $RUN --output $RUN/eval-k8 || echo "K8 EVAL FAILED"
+  # with TRAIN_BENCH=1 (and .whl carried): issue 7's training figures on the same GPU, after the run
+  [ -z "${TRAIN_BENCH:-}" ] || bash scripts/gpu_train_bench.sh
 fi
 if [ -n "${OUT:-}" ] && [ -d $RUN ] && [ "$phase" != extra ]; then
   tar czf $OUT/results.tgz --exclude='*.safetensors' --exclude='checkpoint-*' --exclude='*.bin' \

@@ -10,8 +10,8 @@ mkdir -p $R
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/liger_kernel-*.whl || exit
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-[ $# -gt 0 ] || set -- hf+ckpt liger+compile-mem0.7 liger+compile-mem0.5-b8 liger+compile-mem0.4-b8 \
-    dpo:hf+ckpt dpo:liger+compile-mem0.7 dpo:liger+compile-mem0.5-b8
+[ $# -gt 0 ] || set -- hf+ckpt liger+compile-mem0.5-b8 liger+compile-mem0.4-b8 dpo:hf+ckpt \
+    dpo:liger+compile-mem0.7
 for v in "$@"; do
   python3 benchmarks/bench_gpu.py train --train-variants "$v" --out "$R/$v" > "$R/$v.log" 2>&1
   echo "== $v (exit $?)"; grep -h "^train " "$R/$v.log" || tail -n 5 "$R/$v.log"

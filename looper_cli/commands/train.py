@@ -152,6 +152,9 @@ def ppo(
                                                  show_default=False),
     bandit_state: Optional[Path] = typer.Option(None, "--bandit-state", help="Start the arm bandit from this "
                                                 "bandit.json (e.g. the rollouts').", show_default=False),
+    attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help="The policy's "
+                                                      "attention: sdpa (the model's default) or eager.",
+                                                      show_default=False),
     base_model: Optional[str] = _BASE, full: Optional[bool] = _FULL, lora_r: Optional[int] = _LORA_R,
     lora_alpha: Optional[int] = _LORA_ALPHA, lora_targets: Optional[str] = _LORA_TARGETS,
     epochs: Optional[float] = _EPOCHS, max_steps: Optional[int] = _MAX_STEPS, lr: Optional[float] = _LR,
