@@ -45,7 +45,7 @@ def test_regime_w_reward_scores_each_group_and_keeps_input_order() -> None:
 
 def test_ppo_grpo_trains_logs_reward_and_saves_bandit(warm_tiny_model: Path, tmp_path: Path, cli) -> None:
     out, config = tmp_path / "ppo", tmp_path / "run.toml"
-    config.write_text("[ppo]\nlogging_steps = 1\n")
+    config.write_text('[ppo]\nlogging_steps = 1\nattn_implementation = "eager"\n')
     result = cli("ppo", "--sft", warm_tiny_model, *PPO_ARGS, "--max-steps", "2", "-o", out, "--config", config)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -55,6 +55,7 @@ def test_ppo_grpo_trains_logs_reward_and_saves_bandit(warm_tiny_model: Path, tmp
                  "checkpoint-2/bandit.json"):
         assert (out / name).is_file(), name
     assert not (out / "ref").exists()
+    assert 'attn_implementation = "eager"' in (out / "config.toml").read_text()
     logs = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"][0]
     assert "rewards/regime_w/mean" in logs and "s_wm" in logs
 
