@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The multi-GPU runs behind issues 4 and 7, on a lent 4-GPU machine (nvidia-h200-x4),
+# The multi-GPU runs behind issues 4 and 7, on a lent 4-GPU machine (nvidia-h200-x4; on x2 set SCALE_GPUS=2),
 # which has torch/transformers/peft/accelerate but no trl/datasets/liger and no network.
 #   phase "scaling" (carry .gpu/whl .whl .gpu/data .gpu/gguf_a .gpu/gguf.sha256):
 #       install the carried wheels, keep the first GGUF half, then
@@ -18,7 +18,7 @@ if [ "$phase" = scaling ]; then
   SKIP_ENGINE_CHECK=1 bash scripts/gpu_smollm2.sh upload || exit
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/liger_kernel-*.whl || exit
   export PYTHONPATH=/tmp/site:$PWD
-  python3 benchmarks/bench_gpu.py scaling --gpus 2,4 --questions 512 --out $R/scaling 2>&1 | tee $R/scaling.log
+  python3 benchmarks/bench_gpu.py scaling --gpus ${SCALE_GPUS:-2,4} --questions ${SCALE_QUESTIONS:-512} --out $R/scaling 2>&1 | tee $R/scaling.log
 fi
 if [ "$phase" = train ]; then
   bash scripts/gpu_smollm2.sh join || exit
