@@ -4,7 +4,9 @@
 #   phase "scaling" (carry .gpu/whl .whl .gpu/data .gpu/gguf_a .gpu/gguf.sha256):
 #       install the carried wheels, keep the first GGUF half, then
 #       rollout-engine throughput on 1 vs 2 vs 4 GPUs (bench_gpu.py scaling)
-#   phase "train" (carry .gpu/gguf_b), right after, while the machine is warm:
+#   phase "sft-small" (carry .gpu/whl .gpu/data), one call: the same sft runs on a random-init model
+#       of the SmolLM2-135M shape; with SCALE_GPUS=2 the engine scaling run after them
+#   phase "train" (carry .gpu/gguf_b), right after "scaling", while the machine is warm:
 #       `looper sft` of SmolLM2-135M on 1 GPU, on 2 (DDP), on 2 with FSDP2, then a short eval
 #       of both 2-GPU adapters (they load back and answer)
 # Everything lands in /tmp/multi and comes back as $OUT/multi.tgz.
@@ -22,12 +24,28 @@ if [ "$phase" = scaling ]; then
 fi
 if [ "$phase" = train ]; then
   bash scripts/gpu_smollm2.sh join || exit
+  M=/tmp/gg/SmolLM2-135M-Instruct.Q4_1.gguf
+fi
+if [ "$phase" = sft-small ]; then  # one call, no GGUF: a random-init model of the SmolLM2-135M shape
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl || exit
+  rm -rf /tmp/site/looper_cli
+  M=/tmp/smollm2-shape
+  PYTHONPATH=/tmp/site:$PWD python3 -c '
+from looper_cli.data import load_problems
+from looper_cli.tiny import TinyConfig, build_tiny_model
+texts = [p.question + "\n" + p.answer for p in load_problems(".gpu/data/gsm8k", split="train", limit=3000)]
+shape = TinyConfig(vocab_size=8192, hidden_size=576, layers=30, heads=9, kv_heads=3, intermediate_size=1536,
+                   max_positions=2048)
+print("built", build_tiny_model("'$M'", texts, shape))' || exit
+fi
+if [ "$phase" = train ] || [ "$phase" = sft-small ]; then
   export PYTHONPATH=/tmp/site:$PWD
-  M=/tmp/gg/SmolLM2-135M-Instruct.Q4_1.gguf D=/tmp/gg/data/gsm8k
+  D=$PWD/.gpu/data/gsm8k
+  [ -d $D ] || D=/tmp/gg/data/gsm8k
   sft() {  # name, extra options
     local name=$1; shift
     CUDA_VISIBLE_DEVICES=0,1 python3 -m looper_cli sft --base-model $M --data $D --batch-size 32 \
-        --max-length 768 --lora-r 128 --lora-alpha 256 --lr 3e-4 --max-steps 60 --save-steps 30 \
+        --max-length 768 --lora-r 128 --lora-alpha 256 --lr 3e-4 --max-steps ${SFT_STEPS:-60} --save-steps 30 \
         --no-gradient-checkpointing -o $R/$name "$@" > $R/$name.log 2>&1
     echo "$name: exit $?"; tail -n 14 $R/$name.log
   }
@@ -37,5 +55,9 @@ if [ "$phase" = train ]; then
   CUDA_VISIBLE_DEVICES=0 python3 -m looper_cli eval --checkpoint $R/sft-2gpu --checkpoint $R/sft-2gpu-fsdp2 \
       --dataset $D --limit 200 --max-new-tokens 256 --output $R/eval-2gpu > $R/eval.log 2>&1
   echo "eval: exit $?"; tail -n 12 $R/eval.log
+  if [ -n "${SCALE_GPUS:-}" ]; then
+    python3 benchmarks/bench_gpu.py scaling --gpus $SCALE_GPUS --questions ${SCALE_QUESTIONS:-256} \
+        --out $R/scaling 2>&1 | tee $R/scaling.log
+  fi
 fi
 tar czf $OUT/multi.tgz --exclude='*.safetensors' --exclude='checkpoint-*' --exclude='*.pt' --exclude='*.bin' -C $R .
