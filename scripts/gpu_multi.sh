@@ -55,6 +55,7 @@ if [ "$phase" = train ] || [ "$phase" = sft-small ]; then
   CUDA_VISIBLE_DEVICES=0 python3 -m looper_cli eval --checkpoint $R/sft-2gpu --checkpoint $R/sft-2gpu-fsdp2 \
       --dataset $D --limit 200 --max-new-tokens 256 --output $R/eval-2gpu > $R/eval.log 2>&1
   echo "eval: exit $?"; tail -n 12 $R/eval.log
+  tar czf $OUT/multi.tgz --exclude='*.safetensors' --exclude='checkpoint-*' --exclude='*.pt' --exclude='*.bin' -C $R .
   if [ -n "${SCALE_GPUS:-}" ]; then
     python3 benchmarks/bench_gpu.py scaling --gpus $SCALE_GPUS --questions ${SCALE_QUESTIONS:-256} \
         --out $R/scaling 2>&1 | tee $R/scaling.log
