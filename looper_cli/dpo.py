@@ -86,10 +86,10 @@ def run_dpo(cfg: DPOStageConfig) -> dict[str, Any]:
     model, tokenizer, peft_config = load_policy(cfg)
     device = training.train_device()
     types, weights = loss_types(cfg)
-    args = DPOConfig(**training.trl_args(
-        cfg, out_dir, device, beta=cfg.beta, loss_type=types, loss_weights=weights,
+    args = training.trl_config(
+        DPOConfig, cfg, out_dir, device, beta=cfg.beta, loss_type=types, loss_weights=weights,
         max_length=cfg.max_length,
-    ))
+    )
     progress = training.progress_callback("dpo")
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
                          processing_class=tokenizer, peft_config=peft_config)

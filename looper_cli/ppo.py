@@ -176,8 +176,8 @@ def ppo_dataset(problems: list[Problem], tokenizer: Any, template: Template) -> 
 def build_trainer(cfg: PPOStageConfig, model: Any, tokenizer: Any, dataset: Any, reward: Any,
                   out_dir: Path, peft_config: Any) -> Any:
     device = training.train_device()
-    common = training.trl_args(
-        cfg, out_dir, device,
+    common = dict(
+        opts=cfg, out_dir=out_dir, device=device,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_new_tokens,
         temperature=cfg.temperature,
@@ -189,11 +189,11 @@ def build_trainer(cfg: PPOStageConfig, model: Any, tokenizer: Any, dataset: Any,
     if cfg.algo == "rloo":
         from trl import RLOOConfig, RLOOTrainer
 
-        return RLOOTrainer(model=model, reward_funcs=[reward], args=RLOOConfig(**common),
+        return RLOOTrainer(model=model, reward_funcs=[reward], args=training.trl_config(RLOOConfig, **common),
                            train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     from trl import GRPOConfig, GRPOTrainer
 
-    return GRPOTrainer(model=model, reward_funcs=[reward], args=GRPOConfig(**common),
+    return GRPOTrainer(model=model, reward_funcs=[reward], args=training.trl_config(GRPOConfig, **common),
                        train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
 
 

@@ -51,12 +51,12 @@ def run_sft(cfg: SFTStageConfig) -> dict[str, Any]:
     dataset = sft_dataset(problems, tokenizer, cfg.template)
     device = training.train_device()
     model = load_base_model(base, device=device)
-    args = SFTConfig(**training.trl_args(
-        cfg, out_dir, device,
+    args = training.trl_config(
+        SFTConfig, cfg, out_dir, device,
         max_length=cfg.max_length,
         completion_only_loss=True,  # learn the solution, not the question
         dataset_num_proc=None,
-    ))
+    )
     progress = training.progress_callback("sft")
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,

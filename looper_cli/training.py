@@ -116,6 +116,18 @@ def trl_args(opts: TrainOptions, out_dir: Path, device: str, **stage_args: Any) 
     return args
 
 
+def trl_config(config_cls: Any, opts: TrainOptions, out_dir: Path, device: str, **stage_args: Any) -> Any:
+    """A TRL *Config from `trl_args`, for a process that trains on one GPU
+    unless accelerate launched several: on a machine with more GPUs visible,
+    Trainer would wrap the model in nn.DataParallel, which TRL's trainers
+    refuse (seen with `looper sft --gpus 1` on a 2-GPU machine)."""
+    args = config_cls(**trl_args(opts, out_dir, device, **stage_args))
+    if device.startswith("cuda") and args.n_gpu > 1 and args.world_size == 1:
+        # n_gpu is what Trainer reads; its device setup has run (cached) by now.
+        args._n_gpu = 1
+    return args
+
+
 def recompute_activations(opts: TrainOptions, on_gpu: bool) -> bool:
     """By default on GPU: 7B-8B models at 1-2k tokens need it. On CPU the tiny
     models do not, and small models on a big GPU are faster without it."""

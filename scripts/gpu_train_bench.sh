@@ -16,4 +16,4 @@ for v in "$@"; do
   python3 benchmarks/bench_gpu.py train --train-variants "$v" --out "$R/$v" > "$R/$v.log" 2>&1
   echo "== $v (exit $?)"; grep -h "^train " "$R/$v.log" || tail -n 5 "$R/$v.log"
 done
-[ -n "${OUT:-}" ] && tar czf $OUT/train-bench.tgz -C $R .
+if [ -n "${OUT:-}" ]; then tar czf $OUT/train-bench.tgz -C $R .; fi

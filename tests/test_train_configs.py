@@ -39,3 +39,13 @@ def test_recompute_defaults_to_on_with_a_gpu_and_follows_the_option(tmp_path: Pa
     off = TrainOptions(gradient_checkpointing=False)
     assert trl_args(off, tmp_path, "cuda:0")["gradient_checkpointing"] is False
     assert trl_args(TrainOptions(), tmp_path, "cpu")["use_liger_kernel"] is False
+
+
+def test_trl_config_builds_the_stage_config_for_this_process(tmp_path: Path) -> None:
+    from trl import SFTConfig
+
+    from looper_cli.training import TrainOptions, trl_config
+
+    args = trl_config(SFTConfig, TrainOptions(batch_size=3), tmp_path, "cpu", max_length=64)
+    assert isinstance(args, SFTConfig) and args.per_device_train_batch_size == 3 and args.max_length == 64
+    assert args.n_gpu == 0 and args.world_size == 1
