@@ -122,9 +122,8 @@ def trl_config(config_cls: Any, opts: TrainOptions, out_dir: Path, device: str, 
     Trainer would wrap the model in nn.DataParallel, which TRL's trainers
     refuse (seen with `looper sft --gpus 1` on a 2-GPU machine)."""
     args = config_cls(**trl_args(opts, out_dir, device, **stage_args))
-    if device.startswith("cuda") and args.n_gpu > 1 and args.world_size == 1:
-        # n_gpu is what Trainer reads; its device setup has run (cached) by now.
-        args._n_gpu = 1
+    if args.n_gpu > 1:  # only ever above 1 in a process accelerate did not launch
+        args._n_gpu = 1  # what Trainer reads; its device setup has run (cached) by now
     return args
 
 

@@ -15,6 +15,7 @@ phase=$1
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 R=/tmp/multi
 mkdir -p $R
+bring_back() { tar czf $OUT/multi.tgz --exclude='*.safetensors' --exclude='checkpoint-*' --exclude='*.pt' --exclude='*.bin' -C $R .; }
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 if [ "$phase" = scaling ]; then
   SKIP_ENGINE_CHECK=1 bash scripts/gpu_smollm2.sh upload || exit
@@ -55,10 +56,10 @@ if [ "$phase" = train ] || [ "$phase" = sft-small ]; then
   CUDA_VISIBLE_DEVICES=0 python3 -m looper_cli eval --checkpoint $R/sft-2gpu --checkpoint $R/sft-2gpu-fsdp2 \
       --dataset $D --limit 200 --max-new-tokens 256 --output $R/eval-2gpu > $R/eval.log 2>&1
   echo "eval: exit $?"; tail -n 12 $R/eval.log
-  tar czf $OUT/multi.tgz --exclude='*.safetensors' --exclude='checkpoint-*' --exclude='*.pt' --exclude='*.bin' -C $R .
+  bring_back  # before the optional scaling run, in case it is cut off
   if [ -n "${SCALE_GPUS:-}" ]; then
     python3 benchmarks/bench_gpu.py scaling --gpus $SCALE_GPUS --questions ${SCALE_QUESTIONS:-256} \
         --out $R/scaling 2>&1 | tee $R/scaling.log
   fi
 fi
-tar czf $OUT/multi.tgz --exclude='*.safetensors' --exclude='checkpoint-*' --exclude='*.pt' --exclude='*.bin' -C $R .
+bring_back
