@@ -16,7 +16,7 @@ import pytest
 
 from looper_cli.errors import UserError
 from looper_cli.jsonl import read_jsonl
-from looper_cli.rollout import RolloutStageConfig, run_rollout, shards_dir
+from looper_cli.rollout import RolloutStageConfig, run_rollout, shards_dir, split_even
 
 from conftest import ROOT
 
@@ -86,12 +86,21 @@ def test_two_cpu_workers_cover_the_same_questions_and_merge_is_the_union(tiny_mo
     summary = run_rollout(RolloutStageConfig(**common, workers=2, output=two))
     assert summary["questions"] == 8 and summary["solutions"] == 8 * K
     shard_files = sorted(shards_dir(two).glob("shard-*.jsonl"))
-    assert len(shard_files) == 2 and all(read_jsonl(f).rows for f in shard_files)
+    assert [len(read_jsonl(f).rows) for f in shard_files] == [4 * K, 4 * K]  # an even split
     shard_rows = [r for f in shard_files for r in read_jsonl(f).rows]
     merged = read_jsonl(two).rows
     assert len(merged) == len(shard_rows) and group_key(merged) == group_key(shard_rows)
     assert_every_question_k_times(merged, 8)
     assert {r["question_id"] for r in merged} == {r["question_id"] for r in read_jsonl(one).rows}
+
+
+def test_split_even_gives_every_worker_the_same_count_within_one():
+    for total in (0, 1, 7, 256, 1025):
+        for n in (1, 2, 3, 4, 8):
+            parts = split_even(list(range(total)), n)
+            sizes = [len(p) for p in parts]
+            assert len(parts) == n and max(sizes) - min(sizes) <= 1
+            assert sorted(x for p in parts for x in p) == list(range(total))
 
 
 def test_resume_refuses_rollouts_made_with_other_settings(tiny_model: Path, tmp_path: Path):
