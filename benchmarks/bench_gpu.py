@@ -253,6 +253,7 @@ def main() -> None:
     parser.add_argument("--workload-new-tokens", type=int, default=256)
     parser.add_argument("--workload-batch", type=int, default=512)
     parser.add_argument("--train-variants", default="all")
+    parser.add_argument("--train-profile", action="store_true", help="train: profile one step per variant")
     parser.add_argument("--gpus", default="2", help="scaling: GPU counts to compare with 1, e.g. 2,4")
     parser.add_argument("--shard", default="0/1")
     parser.add_argument("--out", type=Path)

@@ -27,21 +27,25 @@ from gpu_models import build_llama, matmul_params
 PEAK_FLOPS = 989e12
 SEQ, WARMUP, STEPS = 2048, 2, 5
 
-# base name: (liger kernels, layers checkpointed: "all" | int,
+# base name: (Liger kernels: None | "all" (rope, RMSNorm, SwiGLU, fused linear CE) | "flce" (the
+#             fused linear cross-entropy only), layers checkpointed: "all" | int,
 #             torch.compile of each decoder layer: False | "layer" (whole call) | "forward")
 BASES = {
-    "hf+ckpt": (False, "all", False),
-    "hf": (False, 0, False),
-    "liger+ckpt": (True, "all", False),
-    "liger": (True, 0, False),
-    "liger+ckpt8": (True, 8, False),
-    "liger+ckpt4": (True, 4, False),
-    "liger+compile": (True, 0, "layer"),
-    "liger+compile+ckpt8": (True, 8, "layer"),  # checkpointing inside the compiled layer saves nothing
+    "hf+ckpt": (None, "all", False),
+    "hf": (None, 0, False),
+    "liger+ckpt": ("all", "all", False),
+    "liger": ("all", 0, False),
+    "liger+ckpt8": ("all", 8, False),
+    "liger+ckpt4": ("all", 4, False),
+    "liger+compile": ("all", 0, "layer"),
+    "liger+compile+ckpt8": ("all", 8, "layer"),  # checkpointing inside the compiled layer saves nothing
     # forward compiled, checkpoint wrapper left eager: recompute really frees memory
-    "liger+fcompile+ckpt6": (True, 6, "forward"),
-    "liger+fcompile+ckpt8": (True, 8, "forward"),
-    "liger+fcompile+ckpt10": (True, 10, "forward"),
+    "liger+fcompile+ckpt6": ("all", 6, "forward"),
+    "liger+fcompile+ckpt8": ("all", 8, "forward"),
+    "liger+fcompile+ckpt10": ("all", 10, "forward"),
+    # inductor fuses RMSNorm, rope and SwiGLU itself and can recompute them in backward;
+    # Liger's Triton kernels are opaque to it (treated as mutating every input)
+    "flce+compile": ("flce", 0, "layer"),
 }
 # A variant is "[dpo:]BASE[-memF][-bN]":
 #   dpo:  a DPO step (policy on chosen + rejected, frozen reference = adapter off) instead of SFT
@@ -57,7 +61,7 @@ DEFAULT_VARIANTS = ["hf+ckpt", "liger+compile", "liger+compile-mem0.7", "liger+c
 class Variant:
     name: str
     dpo: bool
-    liger: bool
+    liger: Any
     checkpointed: Any
     compiled: Any
     memory_budget: float
@@ -78,7 +82,7 @@ def section_train(args, record) -> None:
     variants = [parse_variant(n) for n in names]
     # Liger patches transformers' Llama classes globally: plain variants first.
     # The memory budget is read when a layer compiles: give each budget its own process.
-    for variant in sorted(variants, key=lambda v: v.liger):
+    for variant in sorted(variants, key=lambda v: v.liger is not None):
         run_variant(variant, args=args, record=record)
 
 
@@ -89,7 +93,8 @@ def run_variant(v: Variant, args, record) -> None:
     if v.liger:
         from liger_kernel.transformers import apply_liger_kernel_to_llama
 
-        apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, fused_linear_cross_entropy=True)
+        every = v.liger == "all"
+        apply_liger_kernel_to_llama(rope=every, rms_norm=every, swiglu=every, fused_linear_cross_entropy=True)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     functorch_config.activation_memory_budget = v.memory_budget
@@ -123,6 +128,8 @@ def run_variant(v: Variant, args, record) -> None:
         record("train", f"{stage} {v.name}", rate, "tok/s", note)
         record("train", f"{stage} {v.name} MFU (HFU)", rate * model_flops / PEAK_FLOPS * 100, "%",
                f"model {model_flops / 1e9:.1f} GFLOP/tok, HFU {rate * hw_flops / PEAK_FLOPS * 100:.1f}%")
+        if getattr(args, "train_profile", False):
+            profile_step(lambda: step(model, optimizer, ids), f"{stage} {v.name}", record)
     except torch.cuda.OutOfMemoryError:
         record("train", f"{v.name}", 0, "tok/s", "out of memory")
     except Exception as error:  # a variant that breaks must not hide the others' figures
@@ -131,6 +138,42 @@ def run_variant(v: Variant, args, record) -> None:
         del model, optimizer
         gc.collect()
         torch.cuda.empty_cache()
+
+
+# GPU time per kernel family, from kernel names (cuBLAS/CUTLASS GEMMs, flash attention,
+# inductor's generated Triton, Liger's Triton, the rest)
+KERNEL_FAMILIES = [("gemm", ("gemm", "xmma", "cutlass", "nvjet", "cublas")), ("attention", ("flash", "fmha")),
+                   ("inductor", ("triton_poi", "triton_red", "triton_per", "triton_tem")),
+                   ("liger", ("_rms_norm_", "_swiglu_", "_triton_rope", "liger", "element_mul_kernel"))]
+
+
+def kernel_family(name: str) -> str:
+    lowered = name.lower()
+    for family, marks in KERNEL_FAMILIES:
+        if any(mark in lowered for mark in marks):
+            return family
+    return "other"
+
+
+def profile_step(run_step, label: str, record) -> None:
+    """One step under the profiler: GPU time by kernel family and the top kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run_step()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    total = sum(e.self_device_time_total for e in kernels)
+    families: dict[str, float] = {}
+    for e in kernels:
+        families[kernel_family(e.key)] = families.get(kernel_family(e.key), 0) + e.self_device_time_total
+    for family, micros in sorted(families.items(), key=lambda kv: -kv[1]):
+        record("profile", f"{label} {family}", micros / 1e3, "ms", f"{100 * micros / total:.1f}% of GPU time")
+    for e in sorted(kernels, key=lambda e: -e.self_device_time_total)[:12]:
+        record("profile", f"{label} kernel", e.self_device_time_total / 1e3, "ms",
+               f"x{e.count} {kernel_family(e.key)} {e.key[:90]}")
 
 
 def lora_model(shape: str):

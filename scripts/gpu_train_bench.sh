@@ -2,7 +2,7 @@
 # Issue 7's training figures on one GPU (an H100 for the goal): LoRA SFT and DPO of the
 # 8B shape, 2048-token rows, each variant in its own process (a compile memory budget is
 # read once per process), the plain HF baseline first. Carry .whl (liger-kernel).
-#   bash scripts/gpu_train_bench.sh [VARIANT...]
+#   [TRAIN_PROFILE=1] bash scripts/gpu_train_bench.sh [VARIANT...]   (profile: GPU time per kernel family)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 R=/tmp/train-bench
@@ -13,7 +13,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 [ $# -gt 0 ] || set -- hf+ckpt liger+compile-mem0.5-b8 liger+compile-mem0.4-b8 dpo:hf+ckpt \
     dpo:liger+compile-mem0.7
 for v in "$@"; do
-  python3 benchmarks/bench_gpu.py train --train-variants "$v" --out "$R/$v" > "$R/$v.log" 2>&1
-  echo "== $v (exit $?)"; grep -h "^train " "$R/$v.log" || tail -n 5 "$R/$v.log"
+  python3 benchmarks/bench_gpu.py train --train-variants "$v" ${TRAIN_PROFILE:+--train-profile} \
+      --out "$R/$v" > "$R/$v.log" 2>&1
+  echo "== $v (exit $?)"; grep -hE "^(train|profile) " "$R/$v.log" || tail -n 5 "$R/$v.log"
+  if [ -n "${OUT:-}" ]; then tar czf $OUT/train-bench.tgz -C $R .; fi  # each time: a cut-off call keeps what ran
 done
-if [ -n "${OUT:-}" ]; then tar czf $OUT/train-bench.tgz -C $R .; fi
