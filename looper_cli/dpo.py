@@ -94,9 +94,10 @@ def run_dpo(cfg: DPOStageConfig) -> dict[str, Any]:
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
                          processing_class=tokenizer, peft_config=peft_config)
     training.add_progress(trainer, progress)
+    compiled = training.compile_decoder_layers(trainer.model, cfg)
     summary = training.train_and_summarise(
         trainer, "dpo", out_dir, resume_from, progress,
-        extra={"pairs": len(pairs), "loss_type": "+".join(types),
+        extra={"pairs": len(pairs), "loss_type": "+".join(types), "compiled_layers": compiled,
                **training.stage_summary_fields(cfg)},
     )
     summary.update(_reward_fields(progress.last_logs))

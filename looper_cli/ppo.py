@@ -109,6 +109,9 @@ class RegimeWReward:
 def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
     """Train with the Regime W reward; save the adapter (or model), tokenizer,
     config.toml, bandit.json and summary.json; return the summary."""
+    if cfg.compile_layers:
+        raise UserError("compile_layers is for sft and dpo: ppo samples with the model it trains, "
+                        "and compiled layers would recompile at every generated length")
     start = start_checkpoint(cfg)
     out = training.prepare_output(cfg, SECTION)
     if out.done is not None:

@@ -63,9 +63,10 @@ def run_sft(cfg: SFTStageConfig) -> dict[str, Any]:
         peft_config=None if cfg.full else training.lora_config(cfg),
     )
     training.add_progress(trainer, progress)
+    compiled = training.compile_decoder_layers(trainer.model, cfg)
     summary = training.train_and_summarise(
         trainer, "sft", out_dir, resume_from, progress,
-        extra={"examples": len(dataset), "mode": "full" if cfg.full else "lora",
+        extra={"examples": len(dataset), "mode": "full" if cfg.full else "lora", "compiled_layers": compiled,
                **training.stage_summary_fields(cfg)},
     )
     trainer.save_model(str(out_dir))  # adapter only under LoRA; the whole model with --full

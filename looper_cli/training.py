@@ -49,6 +49,8 @@ class TrainOptions:
     report_to: ReportTo = "none"
     gradient_checkpointing: Optional[bool] = None  # None: on with a GPU
     liger: bool = False  # Liger's fused kernels (GPU)
+    compile_layers: bool = False  # torch.compile each decoder layer (sft, dpo)
+    activation_budget: float = 0.8  # with compile_layers: saved activations kept, as a share of all
 
 
 @dataclass
@@ -102,6 +104,7 @@ def trl_args(opts: TrainOptions, out_dir: Path, device: str, **stage_args: Any) 
         use_cpu=not on_gpu,
         gradient_checkpointing=recompute_activations(opts, on_gpu),
         use_liger_kernel=use_liger(opts),
+        liger_kernel_config=LIGER_WITH_COMPILE if opts.liger and opts.compile_layers else None,
         save_strategy="steps",
         save_steps=opts.save_steps,
         save_total_limit=opts.save_total_limit,
@@ -129,8 +132,45 @@ def trl_config(config_cls: Any, opts: TrainOptions, out_dir: Path, device: str, 
 
 def recompute_activations(opts: TrainOptions, on_gpu: bool) -> bool:
     """By default on GPU: 7B-8B models at 1-2k tokens need it. On CPU the tiny
-    models do not, and small models on a big GPU are faster without it."""
-    return on_gpu if opts.gradient_checkpointing is None else opts.gradient_checkpointing
+    models do not, and small models on a big GPU are faster without it.
+    Compiled layers recompute through the activation budget instead
+    (checkpointing inside a compiled layer freed no memory on an H100)."""
+    if opts.gradient_checkpointing is not None:
+        return opts.gradient_checkpointing
+    return on_gpu and not opts.compile_layers
+
+
+# With compiled layers only Liger's fused linear cross-entropy (outside the layers) is used:
+# inductor fuses RMSNorm, RoPE and SwiGLU itself, while Liger's Triton kernels are opaque to
+# it and block its memory planning (8B LoRA on an H100: 12.3k against 11.2k tok/s).
+LIGER_WITH_COMPILE = {"rope": False, "rms_norm": False, "swiglu": False, "cross_entropy": False,
+                      "fused_linear_cross_entropy": True}
+
+
+def compile_decoder_layers(model: Any, opts: TrainOptions) -> int:
+    """torch.compile each decoder layer in place (one compiled graph serves
+    them all) with the activation budget; returns how many were compiled.
+    Layers, not the whole model: PEFT wrappers and the loss stay eager, and
+    compiling takes one layer's time."""
+    if not opts.compile_layers:
+        return 0
+    import torch._functorch.config as functorch_config
+
+    functorch_config.activation_memory_budget = opts.activation_budget  # read when a layer compiles
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer.compile()
+    return len(layers)
+
+
+def decoder_layers(model: Any) -> Any:
+    """The longest ModuleList named `...layers` (Llama, Qwen, Mistral: model.layers)."""
+    import torch.nn as nn
+
+    found = [m for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and name.endswith("layers")]
+    if not found:
+        raise UserError(f"--compile found no decoder layers in {type(model).__name__}")
+    return max(found, key=len)
 
 
 def use_liger(opts: TrainOptions) -> bool:
@@ -180,7 +220,10 @@ class OutputState:
 
 
 def prepare_output(opts: TrainOptions, stage: str) -> OutputState:
-    """The output folder of `stage`, checked once: finished, resumable, or fresh."""
+    """The output folder of `stage`, checked once: finished, resumable, or fresh
+    (and the options checked before any model loads)."""
+    if not 0 < opts.activation_budget <= 1:
+        raise UserError(f"--activation-budget must be in (0, 1], not {opts.activation_budget}")
     out_dir = output_dir(opts, stage)
     done = finished_summary(opts, out_dir)
     return OutputState(out_dir, done, None if done is not None else check_output_dir(opts, out_dir))

@@ -39,6 +39,10 @@ def test_recompute_defaults_to_on_with_a_gpu_and_follows_the_option(tmp_path: Pa
     off = TrainOptions(gradient_checkpointing=False)
     assert trl_args(off, tmp_path, "cuda:0")["gradient_checkpointing"] is False
     assert trl_args(TrainOptions(), tmp_path, "cpu")["use_liger_kernel"] is False
+    compiled = TrainOptions(compile_layers=True)  # the compiler's activation budget recomputes instead
+    assert trl_args(compiled, tmp_path, "cuda:0")["gradient_checkpointing"] is False
+    both = TrainOptions(compile_layers=True, gradient_checkpointing=True)
+    assert trl_args(both, tmp_path, "cuda:0")["gradient_checkpointing"] is True
 
 
 def test_trl_config_builds_the_stage_config_for_this_process(tmp_path: Path) -> None:

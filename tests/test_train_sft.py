@@ -125,3 +125,29 @@ def test_sft_user_errors_are_one_line(case: str, tiny_model: Path, tmp_path: Pat
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("looper: error:"), result.stderr
+
+
+def test_sft_with_compiled_layers_trains_like_eager_and_saves_the_same_adapter(tiny_model: Path,
+                                                                               tmp_path: Path) -> None:
+    """--compile changes how the layers run, not what is learned: the same
+    steps give the same adapter (same keys, no `_orig_mod` prefixes)."""
+    import torch
+
+    from looper_cli.sft import SFTStageConfig, run_sft
+
+    options = dict(base_model=str(tiny_model), data="synthetic:16", max_steps=3, batch_size=4, lr=5e-3,
+                   max_length=192, save_steps=100, lora_r=8, lora_dropout=0.0)
+    eager = run_sft(SFTStageConfig(output=tmp_path / "eager", **options))
+    compiled = run_sft(SFTStageConfig(output=tmp_path / "compiled", compile_layers=True, activation_budget=0.5,
+                                      **options))
+    assert eager["compiled_layers"] == 0 and compiled["compiled_layers"] == 2  # the tiny model's layers
+    a, b = _adapter_weights(tmp_path / "eager"), _adapter_weights(tmp_path / "compiled")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-4), key
+
+
+def test_activation_budget_out_of_range_is_one_line(tiny_model: Path, tmp_path: Path, cli) -> None:
+    result = cli("sft", "--base-model", str(tiny_model), "--data", "synthetic:4", "--max-steps", "1",
+                 "--compile", "--activation-budget", "1.5", "-o", str(tmp_path / "out"))
+    assert result.returncode == 2 and "--activation-budget" in result.stderr, result.stderr[-2000:]

@@ -38,6 +38,13 @@ _CKPT = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing
 _LIGER = typer.Option(None, "--liger/--no-liger", help="Liger's fused kernels (RMSNorm, RoPE, SwiGLU, linear + "
                       "cross-entropy): faster and leaner on GPU. Needs `pip install liger-kernel`.",
                       show_default=False)
+_COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile each decoder "
+                        "layer (GPU; the first step compiles for a minute). Turns recomputation over to the "
+                        "compiler (--activation-budget); with --liger only its fused linear cross-entropy is "
+                        "used. 8B LoRA on an H100: ~2x the checkpointed default.", show_default=False)
+_ACT_BUDGET = typer.Option(None, "--activation-budget", help="With --compile: the share of activations kept for "
+                           "the backward pass (the compiler recomputes the cheapest rest). Default: 0.8.",
+                           show_default=False)
 _FULL = typer.Option(None, "--full/--lora", help="Full fine-tune instead of a LoRA adapter.", show_default=False)
 _LORA_R = typer.Option(None, "--lora-r", help="LoRA rank. Default: 16.", show_default=False)
 _LORA_ALPHA = typer.Option(None, "--lora-alpha", help="LoRA alpha. Default: 32.", show_default=False)
@@ -73,7 +80,8 @@ def sft(
     run: Optional[str] = _RUN, output: Optional[Path] = _OUTPUT,
     gpus: Optional[int] = gpus_option(), accelerate_config: Optional[Path] = _ACC_CFG,
     report_to: Optional[str] = _REPORT, gradient_checkpointing: Optional[bool] = _CKPT,
-    liger: Optional[bool] = _LIGER, config: Optional[Path] = config_option(),
+    liger: Optional[bool] = _LIGER, compile_layers: Optional[bool] = _COMPILE,
+    activation_budget: Optional[float] = _ACT_BUDGET, config: Optional[Path] = config_option(),
 ) -> None:
     """Supervised fine-tuning (TRL SFTTrainer): LoRA by default, loss on the answer only.
 
@@ -112,7 +120,8 @@ def dpo(
     run: Optional[str] = _RUN, output: Optional[Path] = _OUTPUT,
     gpus: Optional[int] = gpus_option(), accelerate_config: Optional[Path] = _ACC_CFG,
     report_to: Optional[str] = _REPORT, gradient_checkpointing: Optional[bool] = _CKPT,
-    liger: Optional[bool] = _LIGER, config: Optional[Path] = config_option(),
+    liger: Optional[bool] = _LIGER, compile_layers: Optional[bool] = _COMPILE,
+    activation_budget: Optional[float] = _ACT_BUDGET, config: Optional[Path] = config_option(),
 ) -> None:
     """Direct preference optimisation (TRL DPOTrainer) of the SFT adapter on Regime W pairs.
 
