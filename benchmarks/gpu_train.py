@@ -16,6 +16,7 @@ MFU = model FLOPs/s over 989 TFLOP/s (H100/H200 SXM dense bf16).
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
 import time
@@ -52,7 +53,10 @@ BASES = {
 #   memF: compiled layers recompute what the partitioner finds cheapest until the saved
 #         activations fit F of the default (torch._functorch activation_memory_budget)
 #   bN:   N rows of 2048 tokens per step (DPO: N/2 pairs); default 4
-VARIANT = re.compile(r"^(?P<dpo>dpo:)?(?P<base>[a-z0-9+]+?)(-mem(?P<mem>[0-9.]+))?(-b(?P<batch>[0-9]+))?$")
+#   amp:  forward under torch.autocast(bfloat16), as Trainer runs it with bf16=True: PEFT keeps
+#         LoRA weights in float32, and without autocast their matmuls run in float32
+VARIANT = re.compile(r"^(?P<dpo>dpo:)?(?P<base>[a-z0-9+]+?)(-mem(?P<mem>[0-9.]+))?(-b(?P<batch>[0-9]+))?"
+                     r"(?P<amp>-amp)?$")
 DEFAULT_VARIANTS = ["hf+ckpt", "liger+compile", "liger+compile-mem0.7", "liger+compile-mem0.5-b8",
                     "dpo:hf+ckpt", "dpo:liger+compile-mem0.7"]
 
@@ -66,6 +70,7 @@ class Variant:
     compiled: Any
     memory_budget: float
     batch: int
+    amp: bool = False
 
 
 def parse_variant(name: str) -> Variant:
@@ -74,7 +79,7 @@ def parse_variant(name: str) -> Variant:
         raise SystemExit(f"unknown training variant {name!r}: [dpo:]BASE[-memF][-bN], BASE in {sorted(BASES)}")
     liger, checkpointed, compiled = BASES[match["base"]]
     return Variant(name, bool(match["dpo"]), liger, checkpointed, compiled,
-                   float(match["mem"] or 1.0), int(match["batch"] or 4))
+                   float(match["mem"] or 1.0), int(match["batch"] or 4), bool(match["amp"]))
 
 
 def section_train(args, record) -> None:
@@ -111,7 +116,7 @@ def run_variant(v: Variant, args, record) -> None:
                 layer.forward = torch.compile(layer.forward)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         ids = torch.randint(3, model.config.vocab_size, (v.batch, SEQ), device="cuda")
-        step = dpo_step if v.dpo else train_step
+        step = functools.partial(dpo_step if v.dpo else train_step, amp=v.amp)
         for _ in range(WARMUP):
             step(model, optimizer, ids)
         torch.cuda.synchronize()
@@ -124,6 +129,7 @@ def run_variant(v: Variant, args, record) -> None:
         model_flops, hw_flops = flops_per_token(model, ckpt_layers / len(layers), v.dpo)
         stage = "DPO" if v.dpo else "SFT"
         note = (f"LoRA r16 all-linear, {v.batch}x{SEQ}{' (chosen+rejected)' if v.dpo else ''}, "
+                f"{'autocast bf16, ' if v.amp else ''}"
                 f"ckpt {ckpt_layers}/{len(layers)} layers, memory budget {v.memory_budget}, peak {peak:.1f} GiB")
         record("train", f"{stage} {v.name}", rate, "tok/s", note)
         record("train", f"{stage} {v.name} MFU (HFU)", rate * model_flops / PEAK_FLOPS * 100, "%",
@@ -197,23 +203,27 @@ def set_checkpointing(model, layers, count: int) -> None:
         layer.gradient_checkpointing = index < count
 
 
-def train_step(model, optimizer, ids) -> None:
-    loss = model(input_ids=ids, labels=ids).loss
+def train_step(model, optimizer, ids, amp: bool = False) -> None:
+    import torch
+
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-def dpo_step(model, optimizer, ids, beta: float = 0.1) -> None:
+def dpo_step(model, optimizer, ids, amp: bool = False, beta: float = 0.1) -> None:
     """What TRL's DPOTrainer runs for a LoRA policy with no ref_model: the
     reference is the same weights with the adapter switched off (no grad),
     the policy sees chosen and rejected rows in one batch."""
     import torch
     import torch.nn.functional as F
 
-    with torch.no_grad(), model.disable_adapter():
-        reference = sequence_logps(model, ids)
-    policy = sequence_logps(model, ids)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with torch.no_grad(), model.disable_adapter():
+            reference = sequence_logps(model, ids)
+        policy = sequence_logps(model, ids)
     pairs = ids.shape[0] // 2
     margin = (policy[:pairs] - reference[:pairs]) - (policy[pairs:] - reference[pairs:])
     loss = -F.logsigmoid(beta * margin).mean()

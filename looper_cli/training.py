@@ -250,6 +250,7 @@ def progress_callback(stage: str) -> Any:
             self.task: Any = None
             self.losses: list[float] = []
             self.last_logs: dict[str, float] = {}
+            self.marks: list[tuple[float, int]] = []  # (time, tokens seen) at each step end
 
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
@@ -261,6 +262,7 @@ def progress_callback(stage: str) -> Any:
                                                    completed=state.global_step, info="")
 
         def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append((time.perf_counter(), int(getattr(state, "num_input_tokens_seen", 0) or 0)))
             if self.progress is not None:
                 self.progress.update(self.task, completed=state.global_step)
 
@@ -336,10 +338,29 @@ def train_and_summarise(trainer: Any, stage: str, out_dir: Path, resume_from: Op
         "seconds": round(seconds, 3),
         "tokens": tokens,
         "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 and tokens else None,
+        "second_half_tokens_per_s": second_half_rate(getattr(progress, "marks", [])),
+        "peak_gpu_gib": peak_gpu_gib(),
         "output_dir": str(out_dir),
         **(extra or {}),
     }
     return summary
+
+
+def second_half_rate(marks: list[tuple[float, int]]) -> Optional[float]:
+    """Tokens/s over the second half of the steps: the rate once start-up
+    (data loading, a compile on the first steps) is behind."""
+    if len(marks) < 4:
+        return None
+    (t0, n0), (t1, n1) = marks[len(marks) // 2 - 1], marks[-1]
+    return round((n1 - n0) / (t1 - t0), 1) if t1 > t0 and n1 > n0 else None
+
+
+def peak_gpu_gib() -> Optional[float]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
 
 def write_summary(summary: dict[str, Any], out_dir: Path, is_main: bool = True) -> None:
@@ -356,11 +377,19 @@ def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"looper {summary.get('stage', '')}: done", show_header=False)
     rows = [("steps", summary.get("steps")), ("final loss", summary.get("final_loss")),
             ("mean loss", summary.get("mean_loss")), ("time (s)", summary.get("seconds")),
-            ("tokens/s", summary.get("tokens_per_s")), ("output", summary.get("output_dir"))]
+            ("tokens/s", summary.get("tokens_per_s")),
+            ("tokens/s, 2nd half", summary.get("second_half_tokens_per_s")),
+            ("peak GPU GiB", summary.get("peak_gpu_gib")), ("output", summary.get("output_dir"))]
     rows += [(k, v) for k, v in summary.items() if k.startswith(("mean_reward", "accuracy"))]
     for name, value in rows:
-        table.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value))
+        table.add_row(name, _format_number(value))
     Console().print(table)
+
+
+def _format_number(value: Any) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def is_main_process() -> bool:

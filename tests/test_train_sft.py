@@ -66,6 +66,7 @@ def test_sft_trains_and_resumes_after_sigkill_like_an_uninterrupted_run(tiny_mod
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     summary = run_sft(SFTStageConfig(base_model=str(tiny_model), output=straight, **SFT_OPTIONS))
     assert summary["steps"] == STEPS and summary["mode"] == "lora" and summary["tokens_per_s"] > 0
+    assert summary["second_half_tokens_per_s"] > 0 and summary["peak_gpu_gib"] is None  # CPU
     assert summary["final_loss"] < summary["first_loss"] - 0.01  # it learned something
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "config.toml",
                  "summary.json"):
