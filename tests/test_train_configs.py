@@ -43,6 +43,8 @@ def test_recompute_defaults_to_on_with_a_gpu_and_follows_the_option(tmp_path: Pa
     assert trl_args(compiled, tmp_path, "cuda:0")["gradient_checkpointing"] is False
     both = TrainOptions(compile_layers=True, gradient_checkpointing=True)
     assert trl_args(both, tmp_path, "cuda:0")["gradient_checkpointing"] is True
+    liger = TrainOptions(compile_layers=True, liger=True)  # the compiler fuses what Liger would
+    assert trl_args(liger, tmp_path, "cuda:0")["use_liger_kernel"] is False
 
 
 def test_trl_config_builds_the_stage_config_for_this_process(tmp_path: Path) -> None:

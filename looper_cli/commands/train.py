@@ -40,8 +40,8 @@ _LIGER = typer.Option(None, "--liger/--no-liger", help="Liger's fused kernels (R
                       show_default=False)
 _COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile each decoder "
                         "layer (GPU; the first step compiles for a minute). Turns recomputation over to the "
-                        "compiler (--activation-budget); with --liger only its fused linear cross-entropy is "
-                        "used. 8B LoRA on an H100: ~2x the checkpointed default.", show_default=False)
+                        "compiler (--activation-budget) and replaces --liger. 8B LoRA on an H100: ~2x the "
+                        "checkpointed default.", show_default=False)
 _ACT_BUDGET = typer.Option(None, "--activation-budget", help="With --compile: the share of activations kept for "
                            "the backward pass (the compiler recomputes the cheapest rest). Default: 0.8.",
                            show_default=False)
