@@ -9,6 +9,11 @@
 #   phase "train" (carry .gpu/gguf_b), right after "scaling", while the machine is warm:
 #       `looper sft` of SmolLM2-135M on 1 GPU, on 2 (DDP), on 2 with FSDP2, then a short eval
 #       of both 2-GPU adapters (they load back and answer)
+#   phase "rollout" (carry .gpu/whl .gpu/data): `looper rollout --gpus N` end to end on a
+#       random-init 8B-shape Llama, for N = 1 and each of SCALE_GPUS (default 2), after a short
+#       run that fills the compile caches (every N then starts equally warm); ROLLOUT_QUESTIONS
+#       (default 1024) x 8 samples x 256 new tokens; then `looper sft --gpus 1` with every GPU
+#       visible (the DataParallel fix)
 # Everything lands in /tmp/multi and comes back as $OUT/multi.tgz.
 set -uo pipefail
 phase=$1
@@ -22,6 +27,26 @@ if [ "$phase" = scaling ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/liger_kernel-*.whl || exit
   export PYTHONPATH=/tmp/site:$PWD
   python3 benchmarks/bench_gpu.py scaling --gpus ${SCALE_GPUS:-2,4} --questions ${SCALE_QUESTIONS:-512} --out $R/scaling 2>&1 | tee $R/scaling.log
+fi
+if [ "$phase" = rollout ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl 2>/dev/null || exit
+  rm -rf /tmp/site/looper_cli
+  export PYTHONPATH=/tmp/site:$PWD
+  [ -f /tmp/m8b/config.json ] || python3 benchmarks/gpu_rollout_cli.py /tmp/m8b 2>&1 | tail -n 1
+  rollout() {  # name, questions, gpus
+    rm -rf $R/$1
+    python3 -m looper_cli rollout --base-model /tmp/m8b --data synthetic:$2 --samples 8 --max-new-tokens 256 \
+        --batch-size 512 --gpus $3 --output $R/$1/rollouts.jsonl > $R/$1.log 2>&1
+    echo "$1: exit $?"
+    python3 -c "import json; s=json.load(open('$R/$1/rollouts.summary.json')); print({k: s[k] for k in ('questions','solutions','generated_tokens','tokens_per_s','seconds')})"
+  }
+  rollout warm 64 1
+  rollout rollout-1gpu ${ROLLOUT_QUESTIONS:-1024} 1
+  for n in ${SCALE_GPUS:-2}; do rollout rollout-${n}gpu ${ROLLOUT_QUESTIONS:-1024} $n; done
+  bring_back
+  python3 -m looper_cli sft --base-model /tmp/m8b --data .gpu/data/gsm8k --gpus 1 --max-steps 3 --batch-size 2 \
+      --max-length 512 --save-steps 100 -o $R/sft-gpus1-visible2 > $R/sft-gpus1.log 2>&1
+  echo "sft --gpus 1 with $(nvidia-smi -L | wc -l) GPUs visible: exit $?"; tail -n 12 $R/sft-gpus1.log
 fi
 if [ "$phase" = train ]; then
   bash scripts/gpu_smollm2.sh join || exit
