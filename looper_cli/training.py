@@ -222,6 +222,9 @@ def prepare_output(opts: TrainOptions, stage: str) -> OutputState:
     (and the options checked before any model loads)."""
     if not 0 < opts.activation_budget <= 1:
         raise UserError(f"--activation-budget must be in (0, 1], not {opts.activation_budget}")
+    # Batches padded to their longest row change shape every step; growable segments keep
+    # the freed blocks of one shape usable for the next (set before CUDA starts).
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     out_dir = output_dir(opts, stage)
     done = finished_summary(opts, out_dir)
     return OutputState(out_dir, done, None if done is not None else check_output_dir(opts, out_dir))
@@ -320,8 +323,15 @@ def add_progress(trainer: Any, progress: Any) -> None:
 def train_and_summarise(trainer: Any, stage: str, out_dir: Path, resume_from: Optional[str],
                         progress: Any, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Train (resuming when asked), then build, write and print the summary."""
+    import torch
+
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume_from)
+    except torch.OutOfMemoryError:
+        raise UserError(f"{stage} ran out of GPU memory at step {trainer.state.global_step}: lower --batch-size "
+                        "or --max-length (with --compile, --activation-budget; without it, "
+                        "--gradient-checkpointing); checkpoints written so far are kept") from None
     seconds = time.perf_counter() - started
     state = trainer.state
     losses = progress.losses or ([float(result.training_loss)] if _is_number(result.training_loss) else [])

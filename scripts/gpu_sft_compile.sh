@@ -19,7 +19,7 @@ fi
 sft() {  # name, options
   local name=$1; shift
   rm -rf $R/$name
-  python3 -m looper_cli sft --base-model $M --data .gpu/data/gsm8k --template plain --batch-size 8 \
+  python3 -m looper_cli sft --base-model $M --data .gpu/data/gsm8k --template plain --batch-size ${SFT_BATCH:-16} \
       --max-length 2048 --max-steps ${SFT_STEPS:-60} --save-steps 1000 -o $R/$name "$@" > $R/$name.log 2>&1
   echo "== $name (exit $?)"; tail -n 16 $R/$name.log
   python3 -c "import json,sys; s=json.load(open('$R/$name/summary.json')); print({k: s.get(k) for k in ('steps','seconds','tokens','tokens_per_s','second_half_tokens_per_s','peak_gpu_gib','first_loss','final_loss','compiled_layers')})" 2>/dev/null
