@@ -1,8 +1,11 @@
 """LoRA SFT training throughput of the 8B shape on one GPU (bench_gpu.py train).
 
 Each variant: random-init 8B Llama in bf16, PEFT LoRA r=16 on all linear
-layers, AdamW on the adapter, batch 4 (or -bN) x 2048 tokens (packed-length rows: what
-`packing=True` gives on short GSM8K examples), 2 warm-up + 5 timed steps.
+layers (adapter weights in float32, as PEFT keeps them), AdamW on the adapter,
+batch 4 (or -bN) x 2048 tokens (packed-length rows: what `packing=True` gives on
+short GSM8K examples), 2 warm-up + 5 timed steps; -amp runs the forward under
+bf16 autocast as Trainer does with bf16=True. `looper sft --compile` is the
+flce+compile-memF-amp recipe (TRL fuses the LM head itself).
 DPO variants time the DPO step on the same rows (half chosen, half rejected).
 The step is what TRL's SFTTrainer runs (forward with labels, backward,
 optimizer step); the Trainer's own bookkeeping is not in the numbers.
@@ -57,8 +60,8 @@ BASES = {
 #         LoRA weights in float32, and without autocast their matmuls run in float32
 VARIANT = re.compile(r"^(?P<dpo>dpo:)?(?P<base>[a-z0-9+]+?)(-mem(?P<mem>[0-9.]+))?(-b(?P<batch>[0-9]+))?"
                      r"(?P<amp>-amp)?$")
-DEFAULT_VARIANTS = ["hf+ckpt", "liger+compile", "liger+compile-mem0.7", "liger+compile-mem0.5-b8",
-                    "dpo:hf+ckpt", "dpo:liger+compile-mem0.7"]
+# Trainer's bf16=True runs the forward under autocast, so the -amp rows are the ones to compare
+DEFAULT_VARIANTS = ["hf+ckpt-amp", "flce+compile-mem0.8-amp", "dpo:hf+ckpt-amp", "dpo:flce+compile-mem0.8-amp"]
 
 
 @dataclass

@@ -13,7 +13,7 @@
 #       random-init 8B-shape Llama, for N = 1 and each of SCALE_GPUS (default 2), after a short
 #       run that fills the compile caches (every N then starts equally warm); ROLLOUT_QUESTIONS
 #       (default 1024) x 8 samples x 256 new tokens; then `looper sft --gpus 1` with every GPU
-#       visible (the DataParallel fix)
+#       visible (the DataParallel fix; SFT_CHECK=0 skips it)
 # Everything lands in /tmp/multi and comes back as $OUT/multi.tgz.
 set -uo pipefail
 phase=$1
@@ -44,6 +44,7 @@ if [ "$phase" = rollout ]; then
   rollout rollout-1gpu ${ROLLOUT_QUESTIONS:-1024} 1
   for n in ${SCALE_GPUS:-2}; do rollout rollout-${n}gpu ${ROLLOUT_QUESTIONS:-1024} $n; done
   bring_back
+  [ "${SFT_CHECK:-1}" = 1 ] || exit 0
   python3 -m looper_cli sft --base-model /tmp/m8b --data .gpu/data/gsm8k --gpus 1 --max-steps 3 --batch-size 2 \
       --max-length 512 --save-steps 100 -o $R/sft-gpus1-visible2 > $R/sft-gpus1.log 2>&1
   echo "sft --gpus 1 with $(nvidia-smi -L | wc -l) GPUs visible: exit $?"; tail -n 12 $R/sft-gpus1.log

@@ -10,8 +10,7 @@ mkdir -p $R
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/liger_kernel-*.whl || exit
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-[ $# -gt 0 ] || set -- hf+ckpt liger+compile-mem0.5-b8 liger+compile-mem0.4-b8 dpo:hf+ckpt \
-    dpo:liger+compile-mem0.7
+[ $# -gt 0 ] || set -- hf+ckpt-amp flce+compile-mem0.8-amp dpo:hf+ckpt-amp dpo:flce+compile-mem0.8-amp
 for v in "$@"; do
   python3 benchmarks/bench_gpu.py train --train-variants "$v" ${TRAIN_PROFILE:+--train-profile} \
       --out "$R/$v" > "$R/$v.log" 2>&1

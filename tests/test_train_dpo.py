@@ -99,6 +99,25 @@ def test_dpo_rpo_with_length_normalisation(sft_adapter: Path, prefs: Path, tmp_p
     assert summary["final_loss"] > 0.6931  # the NLL term adds to -log sigmoid(0)
 
 
+def test_dpo_with_compiled_layers_matches_eager(sft_adapter: Path, prefs: Path, tmp_path: Path) -> None:
+    """--compile on DPO, where the reference pass switches to the frozen `ref`
+    adapter inside the same compiled layers: the first step's loss and the
+    saved adapter match the eager run."""
+    import torch
+    from safetensors.torch import load_file
+
+    from looper_cli.dpo import DPOStageConfig, run_dpo
+
+    options = dict(sft=sft_adapter, prefs=prefs, max_steps=2, batch_size=4, max_length=256, save_steps=100,
+                   logging_steps=1)
+    eager = run_dpo(DPOStageConfig(output=tmp_path / "eager", **options))
+    compiled = run_dpo(DPOStageConfig(output=tmp_path / "compiled", compile_layers=True, **options))
+    assert compiled["compiled_layers"] == 2 and compiled["first_loss"] == pytest.approx(eager["first_loss"], abs=1e-4)
+    a = load_file(str(tmp_path / "eager" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "compiled" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+
 @pytest.fixture(scope="module")
 def other_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model with another hidden size: adapters for tiny_model do not fit it."""
