@@ -163,13 +163,10 @@ def with_absolute_paths(cfg: RolloutStageConfig) -> RolloutStageConfig:
     them, and a resume from another folder recognises the same settings."""
     import dataclasses
 
-    def absolute(spec: Any) -> Any:
-        path = Path(str(spec)).expanduser()
-        return str(path.resolve()) if spec is not None and path.exists() else spec
+    from looper_cli.models import absolute_if_local
 
-    adapter = absolute(cfg.adapter)
-    return dataclasses.replace(cfg, base_model=absolute(cfg.base_model), data=absolute(cfg.data),
-                               adapter=Path(adapter) if adapter else None)
+    return dataclasses.replace(cfg, base_model=absolute_if_local(cfg.base_model), data=absolute_if_local(cfg.data),
+                               adapter=Path(absolute_if_local(cfg.adapter)) if cfg.adapter else None)
 
 
 def generation_settings(cfg: RolloutStageConfig) -> dict[str, Any]:

@@ -159,12 +159,11 @@ def pre_attention(layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Ten
 def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor,
               kv_heads: int, scale: float) -> torch.Tensor:
     """One query per row: q [B, heads, 1, d] over keys/values [B, kv, T, d].
-    GQA without copying the cache: the query heads of one KV head form the
-    rows of one small matmul against that head."""
+    GQA without copying the cache: the query heads of one KV head become
+    that head's query rows, so one fused SDPA kernel (memory-efficient,
+    it takes the mask) reads each cache slot once."""
     batch, heads, _, head_dim = q.shape
     qg = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)
-    # As plain attention with `group` queries per KV head: one fused kernel
-    # (memory-efficient SDPA takes the mask) that reads each cache slot once.
     out = F.scaled_dot_product_attention(qg, keys, values, attn_mask=visible, scale=scale)
     return out.reshape(batch, heads, 1, head_dim)
 
