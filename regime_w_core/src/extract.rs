@@ -158,7 +158,13 @@ fn rfind(text: &str, needle: &'static str) -> Option<usize> {
         Some(f) => f.find_iter(hay).last(),
         None => memchr::memmem::find_iter(hay, needle.as_bytes()).last(),
     };
-    last.map(|p| p + needle.len())
+    // find_iter skips overlapping hits: in `##### 72` the last `####` starts
+    // one byte after the hit it reports.
+    let mut p = last?;
+    while hay[p + 1..].starts_with(needle.as_bytes()) {
+        p += 1;
+    }
+    Some(p + needle.len())
 }
 
 /// End of the last ASCII-case-insensitive occurrence of `needle` (which
@@ -195,6 +201,11 @@ mod tests {
         assert_eq!(v("it is 45% of 20 so 12"), Some(12.0));
         assert_eq!(v("The answer is **42**"), Some(42.0));
         assert_eq!(v("no numbers here"), None);
+        for hashes in ["#####", "######", "#######"] {
+            let text = format!("so 3\n{hashes} 72");
+            assert_eq!(v(&text), Some(72.0), "{text}");
+            assert_eq!(extract(&text, Mode::Strict).map(|a| (a.value, a.flexible)), Some((72.0, false)), "{text}");
+        }
         assert_eq!(v(""), None);
     }
 
