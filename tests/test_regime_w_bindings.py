@@ -199,6 +199,10 @@ def test_pairs_accept_any_integer_array_like():
     np.testing.assert_array_equal(rw.pairwise_similarity(texts, np.array([[0, 1], [1, 2]], dtype=np.int32)), expected)
     with pytest.raises(ValueError, match="shape"):
         rw.pairwise_similarity(texts, [0, 1])
+    for not_indices in ([[0.9, 1.7]], [[True, False]], [["0", "1"]]):  # never truncated into other pairs
+        with pytest.raises(ValueError, match="integer"):
+            rw.pairwise_similarity(texts, not_indices)
+    assert rw.pairwise_similarity(texts, np.empty((0, 2))).shape == (0,)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

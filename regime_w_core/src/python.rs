@@ -284,8 +284,15 @@ fn pairwise_similarity<'py>(
         let m = py.detach(|| batch::on_pool(|| batch::similarity_matrix(&views)));
         return Ok(m.into_pyarray(py).reshape([n, n])?.into_any());
     };
-    // Any integer array-like is accepted; NumPy does the conversion.
-    let pairs = py.import("numpy")?.call_method1("asarray", (pairs, "int64"))?;
+    // Any integer array-like is accepted; NumPy does the conversion. Floats,
+    // bools and strings are refused, not truncated into other indices.
+    let pairs = py.import("numpy")?.call_method1("asarray", (pairs,))?;
+    let kind: String = pairs.getattr("dtype")?.getattr("kind")?.extract()?;
+    let size: usize = pairs.getattr("size")?.extract()?;
+    if size > 0 && kind != "i" && kind != "u" {
+        return Err(PyValueError::new_err("pairs must hold integer indices"));
+    }
+    let pairs = pairs.call_method1("astype", ("int64",))?;
     let pairs: PyReadonlyArray2<'py, i64> =
         pairs.extract().map_err(|_| PyValueError::new_err("pairs must be a 2-d array of index pairs, shape (P, 2)"))?;
     let shape = pairs.shape();
