@@ -13,6 +13,10 @@ pub const MAX_DEPTH: usize = 64;
 /// Longest expression text accepted, in bytes.
 pub const MAX_LEN: usize = 512;
 
+/// LaTeX operators that models write between numbers (`48 \times 2`); claim
+/// scanning (`steps`) walks left over the same commands.
+pub const LATEX_OPS: [(&[u8], Op); 3] = [(b"\\times", Op::Mul), (b"\\cdot", Op::Mul), (b"\\div", Op::Div)];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     /// Push leaf number `n`.
@@ -154,11 +158,8 @@ impl Parser<'_> {
 
     fn product(&mut self) -> Result<(), ParseError> {
         // `**` is listed before `*` so it reads as a power.
-        const OPS: [(&[u8], Op); 10] = [
+        const OPS: [(&[u8], Op); 7] = [
             (b"**", Op::Pow),
-            (b"\\times", Op::Mul),
-            (b"\\cdot", Op::Mul),
-            (b"\\div", Op::Div),
             (b"*", Op::Mul),
             (b"/", Op::Div),
             (b"x", Op::Mul),
@@ -167,7 +168,7 @@ impl Parser<'_> {
             ("÷".as_bytes(), Op::Div),
         ];
         self.unary()?;
-        while let Some(op) = self.eat(&OPS) {
+        while let Some(op) = self.eat(&OPS).or_else(|| self.eat(&LATEX_OPS)) {
             self.unary()?;
             self.out.code.push(op);
         }

@@ -17,7 +17,18 @@ const STOPWORDS: [&str; 48] = [
     "as", "is", "are", "was", "were", "be", "it", "its", "this", "that", "there", "we", "us", "our", "you", "he",
     "she", "they", "them", "his", "her", "their", "i", "do", "does", "has", "have", "had", "will", "can", "now",
 ];
-const MAX_STOPWORD_LEN: usize = 5;
+const MAX_STOPWORD_LEN: usize = longest(&STOPWORDS);
+
+const fn longest(words: &[&str]) -> usize {
+    let (mut i, mut most) = (0, 0);
+    while i < words.len() {
+        if words[i].len() > most {
+            most = words[i].len();
+        }
+        i += 1;
+    }
+    most
+}
 
 /// Word ids of a text: lowercase alphanumeric runs (`.` and `,` join them
 /// between digits; thousands commas are dropped so `1,000` == `1000`) and

@@ -4,7 +4,7 @@
 //! claim is `expr = value`, either in prose (`48/2 = 24`) or in the GSM8K
 //! calculator form `<<48/2=24>>`.
 
-use crate::expr::{Expr, MAX_LEN};
+use crate::expr::{Expr, LATEX_OPS, MAX_LEN};
 use crate::number::parse_at;
 
 /// Claims kept per solution: bounds the counterfactual pass on huge texts.
@@ -47,7 +47,8 @@ fn decimals_of(v: f64) -> i32 {
 }
 
 /// Steps of a solution: its non-empty lines, or its sentences when it is one
-/// line. Claim scanning stops at the same boundaries without splitting.
+/// line. Claim scanning (`expression_start`) never crosses these boundaries,
+/// nor a sentence end inside a line, without splitting the text.
 pub fn split_steps(text: &str) -> Vec<&str> {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if lines.len() != 1 {
@@ -146,9 +147,6 @@ fn skip_space(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// LaTeX operators that models write between numbers (`48 \times 2`).
-pub const LATEX_OPS: [&str; 3] = ["\\times", "\\cdot", "\\div"];
-
 /// Walks left from `eq` over bytes that can belong to an expression, up to
 /// the start of the step. A letter `x` counts only as a standalone operator
 /// (`5 x 2`, not `box`).
@@ -160,7 +158,7 @@ fn expression_start(b: &[u8], eq: usize) -> usize {
         if sentence_end(b, s - 1) {
             break;
         }
-        let latex = || LATEX_OPS.iter().find(|cmd| b[floor..s].ends_with(cmd.as_bytes()));
+        let latex = || LATEX_OPS.iter().map(|(cmd, _)| cmd).find(|cmd| b[floor..s].ends_with(cmd));
         if let Some(cmd) = c.is_ascii_alphabetic().then(latex).flatten() {
             s -= cmd.len();
             continue;
