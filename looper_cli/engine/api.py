@@ -1,0 +1,149 @@
+"""What every generator offers: the settings of one generation call, the
+engine's memory and concurrency settings, the completions it returns, the
+figures it reports, and `make_generator`, which picks the engine.
+
+Two generators share this interface: `hf.HFGenerator` (transformers'
+`generate`, any model, the reference for greedy equality) and
+`generator.FastGenerator` (continuous batching over a paged KV cache,
+Llama-family models). Nothing here imports torch: `looper --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Literal, Optional, Protocol, Sequence
+
+Engine = Literal["auto", "hf", "fast"]
+
+
+@dataclass
+class SamplingConfig:
+    """What one `generate` call produces for each prompt."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.8  # 0 means greedy
+    top_p: float = 1.0
+    samples: int = 1  # K completions per prompt
+    seed: int = 0
+    plus_greedy: bool = False  # a greedy completion first, then the K samples (eval's headline answer)
+    logprobs: bool = False  # each generated token's log-probability under the sampling distribution
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    @property
+    def group_size(self) -> int:
+        """Completions per prompt."""
+        return self.samples + (1 if self.plus_greedy else 0)
+
+
+@dataclass
+class EngineConfig:
+    """How much the engine may hold at once. `max_seqs` is what `--batch-size`
+    meant before the paged engine: sequences in flight."""
+
+    max_seqs: int = 256  # sequences decoded together (rows of a decode step)
+    gpu_memory_utilization: float = 0.9  # share of the GPU this process may fill, weights included
+    kv_cache_gib: Optional[float] = None  # an explicit KV cache size (wins over the share above)
+    max_batched_tokens: int = 4096  # prompt tokens prefilled per step (a longer prompt goes in chunks)
+    block_size: int = 16  # tokens per KV block
+    eager: bool = False  # no CUDA graphs and no compiled layers (debugging)
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: int  # generated tokens, EOS excluded
+    finished: bool  # stopped at EOS rather than at max_new_tokens
+    token_ids: list[int] = field(default_factory=list)  # generated ids, EOS included when finished
+    logprobs: Optional[list[float]] = None  # one per token id, with SamplingConfig.logprobs
+
+
+@dataclass
+class GenerationStats:
+    """What a generator did, summed over its calls (reset with `reset`)."""
+
+    useful_tokens: int = 0  # generated tokens up to and including EOS: what callers get back
+    prefill_tokens: int = 0  # prompt tokens run through the model (recomputation included)
+    decode_steps: int = 0
+    decode_row_slots: int = 0  # rows run over all decode steps (padding of a graph bucket included)
+    busy_rows: int = 0  # rows over all decode steps that produced a token someone keeps
+    preemptions: int = 0  # sequences evicted for KV memory and recomputed later
+    kv_blocks: int = 0  # blocks in the KV cache
+    peak_kv_blocks: int = 0  # most blocks in use at once
+    seconds: float = 0.0
+
+    @property
+    def mean_rows_busy(self) -> float:
+        return self.busy_rows / self.decode_steps if self.decode_steps else 0.0
+
+    @property
+    def slot_use(self) -> float:
+        """Share of decode row slots that produced a useful token."""
+        return self.busy_rows / self.decode_row_slots if self.decode_row_slots else 0.0
+
+    def reset(self) -> None:
+        for name, value in asdict(GenerationStats()).items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(mean_rows_busy=round(self.mean_rows_busy, 2), slot_use=round(self.slot_use, 4),
+                   useful_tokens_per_s=round(self.useful_tokens / self.seconds, 1) if self.seconds else None)
+        return out
+
+
+OnPromptDone = Callable[[int, list[Completion]], None]
+
+
+class Generator(Protocol):
+    stats: GenerationStats
+
+    def generate(self, prompts: Sequence[str], cfg: SamplingConfig,
+                 on_prompt_done: OnPromptDone | None = None) -> list[list[Completion]]:
+        """`cfg.group_size` completions per prompt; `on_prompt_done(i, group)`
+        as each prompt's group finishes (in any order), for streaming."""
+        ...
+
+    def generate_ids(self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
+                     on_prompt_done: OnPromptDone | None = None) -> list[list[Completion]]:
+        """The same from token ids (no special tokens are added)."""
+        ...
+
+    def release(self) -> None:
+        """Give back the memory kept between calls (KV cache, graphs), e.g. to a
+        trainer on the same GPU; the next call takes it again."""
+        ...
+
+
+def make_generator(model: Any, tokenizer: Any, engine: Engine = "auto",
+                   config: EngineConfig | None = None) -> Generator:
+    """`fast` for Llama-family models (on CUDA with `auto`), else transformers."""
+    from looper_cli.engine.llama import is_llama_family
+
+    if engine == "fast" or (engine == "auto" and is_llama_family(model) and _on_cuda(model)):
+        from looper_cli.engine.generator import FastGenerator
+
+        return FastGenerator(model, tokenizer, config or EngineConfig())
+    from looper_cli.engine.hf import HFGenerator
+
+    return HFGenerator(model, tokenizer, config or EngineConfig())
+
+
+def _on_cuda(model: Any) -> bool:
+    param = next(iter(model.parameters()), None)
+    return param is not None and param.device.type == "cuda"
+
+
+def completion_from_ids(tokenizer: Any, ids: Sequence[int], logprobs: Sequence[float] | None = None) -> Completion:
+    """Generated token ids (EOS and trailing pads included or not) as a Completion."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    ids = list(ids)
+    finished = eos is not None and eos in ids
+    kept = ids[:ids.index(eos) + 1] if finished else ids
+    while kept and not finished and kept[-1] == pad and pad != eos:
+        kept = kept[:-1]
+    text_ids = kept[:-1] if finished else kept
+    return Completion(tokenizer.decode(text_ids, skip_special_tokens=True), len(text_ids), finished,
+                      token_ids=kept, logprobs=list(logprobs[:len(kept)]) if logprobs is not None else None)
