@@ -19,7 +19,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 from looper_cli.errors import UserError
 
@@ -49,7 +49,9 @@ class EvalStageConfig:
     temperature: float = 0.8  # of the K samples (the headline completion is greedy)
     top_p: float = 1.0
     max_new_tokens: int = 512
-    batch_size: int = 256  # sequences in flight, as in rollout (also: questions logged per chunk)
+    batch_size: int = 256  # sequences in flight, as in rollout (the engine's max_seqs)
+    gpu_memory_utilization: float = 0.9  # share of the GPU the eval may fill (weights + KV cache)
+    kv_cache_gib: Optional[float] = None  # an explicit KV cache size
     output: Optional[Path] = None
     engine: Literal["auto", "hf", "fast"] = "auto"
     template: Literal["chat", "plain"] = "chat"
@@ -106,13 +108,17 @@ def run_eval(cfg: EvalStageConfig) -> dict[str, Any]:
     done, recovered = load_log(log, REQUIRED_ROW_KEYS + (("samples",) if cfg.samples else ()))
     pending = [p for p in problems if p.id not in done]
     started = time.time()
+    engine_stats: dict[str, Any] = {}
     if pending:
         with JsonlAppender(log) as appender:
-            for row in _evaluate(cfg, pending, already_done=len(problems) - len(pending)):
+            def keep(row: dict[str, Any]) -> None:
                 appender.write(row)
                 done[row["question_id"]] = row
+
+            engine_stats = _evaluate(cfg, pending, len(problems) - len(pending), keep)
     rows = [done[p.id] for p in problems]
     summary = summarise(rows, cfg.samples)
+    summary["engine"] = engine_stats
     summary.update(_run_fields(cfg, out_dir, recovered, evaluated_now=len(pending),
                                seconds=time.time() - started))
     if cfg.samples > 1:
@@ -235,35 +241,34 @@ def load_log(path: Path, required: Sequence[str]) -> tuple[dict[str, dict[str, A
 # ---------------------------------------------------------------- generation
 
 
-def _evaluate(cfg: EvalStageConfig, problems: list[Any], already_done: int):
-    """Yield one finished row per problem, chunk by chunk."""
-    from looper_cli.generation import SamplingConfig, make_generator
+def _evaluate(cfg: EvalStageConfig, problems: list[Any], already_done: int,
+              keep: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Generate every problem's greedy completion (and its K samples) in one
+    engine run, handing each finished question's row to `keep` as soon as
+    its group ends. Returns the engine's figures."""
+    from looper_cli.engine import SamplingConfig, engine_config, make_generator
     from looper_cli.progress import make_progress
     from looper_cli.scoring import load_bandit
 
     model, tokenizer = _load(cfg)
-    generator = make_generator(model, tokenizer, cfg.engine)
+    generator = make_generator(model, tokenizer, cfg.engine, engine_config(cfg))
     prompts = [_prompt(tokenizer, p.question, cfg.template) for p in problems]
-    greedy = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0, samples=1,
-                            seed=cfg.seed, batch_size=cfg.batch_size)
-    sampled = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                             top_p=cfg.top_p, samples=max(1, cfg.samples), seed=cfg.seed,
-                             batch_size=cfg.batch_size)  # the engine runs batch_size // K prompts at once
+    # One group per question: the greedy completion (the headline answer)
+    # first, then the K samples, so the prompt is prefilled once for all.
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                              samples=cfg.samples, seed=cfg.seed, plus_greedy=True)
     bandit = load_bandit(_bandit_path(cfg), seed=cfg.seed) if cfg.samples > 1 else None
     with make_progress() as progress:
         task = progress.add_task("eval", total=len(problems) + already_done, completed=already_done)
 
-        def advance(_index: int, _group: list[Any]) -> None:
-            progress.advance(task)  # as the last generation pass of a chunk finishes each question
+        def finished(index: int, group: list[Any]) -> None:
+            problem, (first, samples) = problems[index], (group[0], group[1:])
+            extra = _sample_fields([problem], [samples], bandit)[0] if samples else {}
+            keep({**example_row(problem, prompts[index], first.text, first.tokens, first.finished), **extra})
+            progress.advance(task)
 
-        for start in range(0, len(problems), cfg.batch_size):
-            chunk = problems[start:start + cfg.batch_size]
-            chunk_prompts = prompts[start:start + cfg.batch_size]
-            firsts = generator.generate(chunk_prompts, greedy, None if cfg.samples else advance)
-            groups = generator.generate(chunk_prompts, sampled, advance) if cfg.samples else None
-            sample_fields = _sample_fields(chunk, groups, bandit) if groups else [{}] * len(chunk)
-            for problem, prompt, first, extra in zip(chunk, chunk_prompts, firsts, sample_fields):
-                yield {**example_row(problem, prompt, first[0].text, first[0].tokens, first[0].finished), **extra}
+        generator.generate(prompts, sampling, finished)
+    return generator.stats.as_dict()
 
 
 def _load(cfg: EvalStageConfig) -> tuple[Any, Any]:

@@ -35,6 +35,8 @@ ROW_KEYS = ("question_id", "sample_index", "text", "tokens")
 # Settings that change what is generated: shards made under other values are not resumed.
 GENERATION_FIELDS = ("base_model", "adapter", "data", "split", "samples", "temperature", "top_p",
                      "max_new_tokens", "seed", "template")
+ENGINE_SUMMARY_KEYS = ("useful_tokens", "decode_steps", "mean_rows_busy", "slot_use", "preemptions",
+                       "peak_kv_blocks", "kv_blocks")
 SCORE_BATCH_GROUPS = 256  # groups per call into the compiled scorer (one progress step)
 
 Report = Callable[[tuple], None]
@@ -51,7 +53,9 @@ class RolloutStageConfig:
     temperature: float = 0.8
     top_p: float = 1.0
     max_new_tokens: int = 512
-    batch_size: int = 256  # sequences in flight per worker (prompts x samples)
+    batch_size: int = 256  # sequences in flight per worker (the engine's max_seqs)
+    gpu_memory_utilization: float = 0.9  # share of each GPU the worker may fill (weights + KV cache)
+    kv_cache_gib: Optional[float] = None  # an explicit KV cache size per worker
     gpus: Optional[int] = None  # N worker processes, one GPU each
     workers: Optional[int] = None  # N CPU worker processes (no GPU)
     output: Path = Path("runs/default/rollouts.jsonl")
@@ -301,7 +305,7 @@ def generate_pending(cfg: RolloutStageConfig, pending: list[Any], shards: Path, 
         elif jobs:
             _run_worker_processes(jobs, tracker)
     return {"questions": tracker.questions, "solutions": tracker.solutions, "tokens": tracker.tokens,
-            "seconds": tracker.generation_seconds()}
+            "seconds": tracker.generation_seconds(), "engine": tracker.engine_stats()}
 
 
 class _ProgressTracker:
@@ -313,6 +317,7 @@ class _ProgressTracker:
         from looper_cli.progress import make_progress
 
         self.questions = self.solutions = self.tokens = 0
+        self.worker_stats: list[dict[str, Any]] = []  # each worker's engine figures, when it is done
         self.started: Optional[float] = None  # first worker ready: model loading is not generation
         self.finished: Optional[float] = None
         self.progress = make_progress(TextColumn("{task.fields[info]}"))
@@ -331,8 +336,23 @@ class _ProgressTracker:
             rate = self.tokens / max(1e-9, self.finished - (self.started or self.finished))
             self.progress.update(self.task, advance=1,
                                  info=f"{self.solutions} solutions  {rate:,.0f} tok/s")
+        elif kind == "done":
+            self.worker_stats.append(message[2])
         elif kind == "error":
             raise UserError(message[2])
+
+    def engine_stats(self) -> dict[str, Any]:
+        """The workers' engine figures: counts summed, peaks and rates per worker's best."""
+        from looper_cli.engine import GenerationStats
+
+        total = GenerationStats()
+        for stats in self.worker_stats:
+            for name in ("useful_tokens", "prefill_tokens", "decode_steps", "decode_row_slots", "busy_rows",
+                         "preemptions", "kv_blocks"):
+                setattr(total, name, getattr(total, name) + stats[name])
+            total.peak_kv_blocks = max(total.peak_kv_blocks, stats["peak_kv_blocks"])
+            total.seconds = max(total.seconds, stats["seconds"])
+        return {k: total.as_dict()[k] for k in ENGINE_SUMMARY_KEYS}
 
     def generation_seconds(self) -> float:
         if self.started is None or self.finished is None:
@@ -420,7 +440,7 @@ def run_shard_job(job: ShardJob, report: Report) -> None:
     group to the shard file (K rows, one flush), report it."""
     import torch
 
-    from looper_cli.generation import SamplingConfig
+    from looper_cli.engine import SamplingConfig
     from looper_cli.models import load_model, load_tokenizer
     from looper_cli.prompts import build_prompt
 
@@ -431,15 +451,16 @@ def run_shard_job(job: ShardJob, report: Report) -> None:
     tokenizer = load_tokenizer(cfg.base_model)
     model = load_model(cfg.base_model, cfg.adapter)
     model.eval()
-    generator = _make_generator(model, tokenizer, cfg.engine)
+    generator = _make_generator(model, tokenizer, cfg)
     report(("ready", job.index))
     try:
         prompts = [build_prompt(tokenizer, p["question"], cfg.template) for p in job.problems]
     except ValueError as err:
         raise UserError(str(err)) from None
+    # The engine keys its noise by (seed, prompt, sample): a question gets the
+    # same samples whichever worker runs it and whatever ran beside it.
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                              top_p=cfg.top_p, samples=cfg.samples, seed=cfg.seed + 1000 * job.index,
-                              batch_size=cfg.batch_size)
+                              top_p=cfg.top_p, samples=cfg.samples, seed=cfg.seed)
     with JsonlAppender(job.shard_path) as out:
         def on_prompt_done(i: int, completions: list[Any]) -> None:
             rows = solution_rows(job.problems[i], prompts[i], completions, cfg)
@@ -447,7 +468,7 @@ def run_shard_job(job: ShardJob, report: Report) -> None:
             report(("group", job.index, len(rows), sum(r["tokens"] for r in rows)))
 
         generator.generate(prompts, sampling, on_prompt_done)
-    report(("done", job.index))
+    report(("done", job.index, generator.stats.as_dict()))
 
 
 def _quiet_transformers() -> None:
@@ -458,13 +479,10 @@ def _quiet_transformers() -> None:
     transformers.logging.set_verbosity_error()
 
 
-def _make_generator(model: Any, tokenizer: Any, engine: str) -> Any:
-    from looper_cli.generation import make_generator
+def _make_generator(model: Any, tokenizer: Any, cfg: RolloutStageConfig) -> Any:
+    from looper_cli.engine import engine_config, make_generator
 
-    try:
-        return make_generator(model, tokenizer, engine)  # type: ignore[arg-type]
-    except ImportError:
-        raise UserError("--engine fast is not available in this installation; use --engine hf") from None
+    return make_generator(model, tokenizer, cfg.engine, engine_config(cfg))  # type: ignore[arg-type]
 
 
 def solution_rows(problem: dict[str, Any], prompt: str, completions: list[Any],
@@ -592,7 +610,7 @@ def rollout_summary(rows: list[dict[str, Any]], cfg: RolloutStageConfig, generat
         **_accuracy_and_reward(rows),
         "generated_questions": generated["questions"], "generated_tokens": generated["tokens"],
         "tokens_per_s": round(generated["tokens"] / generated["seconds"], 1) if generated["seconds"] else None,
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 3), "engine": generated.get("engine", {}),
     }
 
 
@@ -602,7 +620,10 @@ def print_rollout_summary(summary: dict[str, Any], title: str = "looper rollout:
 
     table = Table(title=title, show_header=False)
     for key, value in summary.items():
-        if key != "stage":
+        if isinstance(value, dict):
+            for inner, figure in value.items():
+                table.add_row(f"{key} {inner}".replace("_", " "), _format(figure))
+        elif key != "stage":
             table.add_row(key.replace("_", " "), _format(value))
     Console().print(table)
 

@@ -1,14 +1,23 @@
-"""The fast rollout engine on CPU (eager path, same code as the graphs run):
-greedy equals transformers' greedy token for token, EOS stops a sequence the
-same way, and K samples per prompt come back grouped and reproducible."""
+"""The paged engine on CPU (eager: the same scheduler, block manager, runner
+and sampler the CUDA graphs run): greedy equals transformers' greedy token for
+token, with and without preemption and chunked prefill; EOS stops a sequence
+the same way; the K samples of a prompt come back grouped and are the same
+under any concurrency; LoRA layers apply unmerged."""
 
 from __future__ import annotations
 
 import pytest
 
+from looper_cli.engine import EngineConfig, SamplingConfig, make_generator
+from looper_cli.engine.generator import FastGenerator
+from looper_cli.engine.hf import HFGenerator
 from looper_cli.errors import UserError
-from looper_cli.generation import HFGenerator, SamplingConfig, make_generator
 from looper_cli.synthetic import synthetic_problems
+
+# Few blocks of 4 tokens for at most 3 rows: sequences are preempted and recomputed.
+TIGHT = EngineConfig(max_seqs=3, num_blocks=16, block_size=4, decode_steps=3)
+# Prompts prefilled a few tokens a round, in pieces.
+CHUNKED = EngineConfig(max_seqs=4, max_batched_tokens=7, block_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -20,68 +29,91 @@ def model_and_tokenizer(tiny_model):
 
 @pytest.fixture(scope="module")
 def prompts():
-    # Different lengths, so batches mix left padding.
+    # Different lengths, so prompts end at different places in their last block.
     questions = [r["question"] for r in synthetic_problems(7, seed=3)]
     return [q[:30 + 9 * i] for i, q in enumerate(questions)]
-
-
-def fast(model, tok):
-    from looper_cli.engine import FastGenerator
-
-    return FastGenerator(model, tok)
 
 
 def as_tuples(groups):
     return [[(c.text, c.tokens, c.finished) for c in g] for g in groups]
 
 
-def test_greedy_equals_transformers(model_and_tokenizer, prompts):
+def token_ids(groups):
+    return [[c.token_ids for c in g] for g in groups]
+
+
+@pytest.mark.parametrize("config", [EngineConfig(max_seqs=3), TIGHT, CHUNKED], ids=["refill", "preempt", "chunked"])
+def test_greedy_equals_transformers(model_and_tokenizer, prompts, config):
     model, tok = model_and_tokenizer
-    cfg = SamplingConfig(max_new_tokens=20, temperature=0, samples=1, batch_size=3)
-    assert as_tuples(fast(model, tok).generate(prompts, cfg)) == as_tuples(HFGenerator(model, tok).generate(prompts, cfg))
+    cfg = SamplingConfig(max_new_tokens=20, temperature=0, samples=1)
+    engine = FastGenerator(model, tok, config)
+    assert as_tuples(engine.generate(prompts, cfg)) == as_tuples(HFGenerator(model, tok).generate(prompts, cfg))
+    if config is TIGHT:
+        assert engine.stats.preemptions > 0, "the tight cache should have forced preemption"
 
 
 def test_eos_stops_each_sequence_like_transformers(model_and_tokenizer, prompts):
     import copy
 
     model, tok = model_and_tokenizer
-    cfg = SamplingConfig(max_new_tokens=16, temperature=0, samples=1, batch_size=4)
-    reference = fast(model, tok).generate_ids([tok(p).input_ids for p in prompts], cfg)
+    cfg = SamplingConfig(max_new_tokens=16, temperature=0, samples=1)
+    reference = FastGenerator(model, tok).generate(prompts, cfg)
     # Make a token the model emits mid-sequence the EOS: some rows must stop early.
-    early = reference[0][0][5]
+    early = reference[0][0].token_ids[5]
     tok_eos = copy.deepcopy(tok)
     tok_eos.eos_token = tok.convert_ids_to_tokens(early)
-    got = fast(model, tok_eos).generate(prompts, cfg)
-    want = HFGenerator(model, tok_eos).generate(prompts, cfg)
-    assert as_tuples(got) == as_tuples(want)
-    assert got[0][0].finished and got[0][0].tokens == reference[0][0].index(early) < 16
+    got = FastGenerator(model, tok_eos, EngineConfig(max_seqs=2)).generate(prompts, cfg)
+    assert as_tuples(got) == as_tuples(HFGenerator(model, tok_eos).generate(prompts, cfg))
+    assert got[0][0].finished and got[0][0].tokens == reference[0][0].token_ids.index(early) < 16
+    assert got[0][0].token_ids[-1] == early  # the EOS is kept in the ids, not in the text
 
 
-def test_k_samples_grouped_per_prompt_and_reproducible(model_and_tokenizer, prompts):
+def test_samples_grouped_and_the_same_under_any_concurrency(model_and_tokenizer, prompts):
+    """Noise is keyed by (seed, prompt, sample, position): preemption,
+    other batch sizes and chunked prefill draw the same tokens."""
     model, tok = model_and_tokenizer
-    cfg = SamplingConfig(max_new_tokens=12, temperature=1.0, top_p=0.9, samples=3, batch_size=6, seed=7)
+    cfg = SamplingConfig(max_new_tokens=12, temperature=1.0, top_p=0.9, samples=3, seed=7)
     seen = []
-    groups = fast(model, tok).generate(prompts, cfg, on_prompt_done=lambda i, g: seen.append((i, len(g))))
+    groups = FastGenerator(model, tok, EngineConfig(max_seqs=6)).generate(
+        prompts, cfg, on_prompt_done=lambda i, g: seen.append((i, len(g))))
     assert sorted(seen) == [(i, 3) for i in range(len(prompts))]
     assert all(len(g) == 3 and all(0 < c.tokens <= 12 for c in g) for g in groups)
     assert any(len({c.text for c in g}) > 1 for g in groups), "samples of a prompt should differ"
-    assert as_tuples(fast(model, tok).generate(prompts, cfg)) == as_tuples(groups)
+    for config in (TIGHT, CHUNKED):
+        assert token_ids(FastGenerator(model, tok, config).generate(prompts, cfg)) == token_ids(groups)
+    other_seed = SamplingConfig(**{**cfg.__dict__, "seed": 8})
+    assert token_ids(FastGenerator(model, tok).generate(prompts, other_seed)) != token_ids(groups)
 
 
-def test_top_p_keeps_the_smallest_set_reaching_p():
+def test_plus_greedy_puts_the_greedy_completion_first(model_and_tokenizer, prompts):
+    model, tok = model_and_tokenizer
+    greedy = FastGenerator(model, tok).generate(prompts, SamplingConfig(max_new_tokens=10, temperature=0))
+    both = FastGenerator(model, tok, EngineConfig(max_seqs=5)).generate(
+        prompts, SamplingConfig(max_new_tokens=10, temperature=1.0, samples=2, plus_greedy=True))
+    assert [g[:1] for g in as_tuples(both)] == as_tuples(greedy)
+    assert all(len(g) == 3 for g in both)
+
+
+def test_logprobs_equal_transformers_log_softmax(model_and_tokenizer, prompts):
+    """Each returned log-prob is log_softmax(logits / T) of the chosen token,
+    from the model's own forward on the full text."""
     import torch
 
-    from looper_cli.engine.sampling import _top_p_filter
-
-    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
-    assert (_top_p_filter(probs, 0.7) > 0).tolist() == [[True, True, False, False]]
-    assert (_top_p_filter(probs, 0.1) > 0).tolist() == [[True, False, False, False]]
+    model, tok = model_and_tokenizer
+    cfg = SamplingConfig(max_new_tokens=8, temperature=0.7, samples=2, seed=1, logprobs=True)
+    groups = FastGenerator(model, tok, TIGHT).generate(prompts[:3], cfg)
+    for prompt, group in zip(prompts[:3], groups):
+        ids = tok(prompt, add_special_tokens=False).input_ids
+        for completion in group:
+            full = torch.tensor([ids + completion.token_ids])
+            with torch.no_grad():
+                logits = model(full).logits[0, len(ids) - 1:-1].float() / cfg.temperature
+            want = logits.log_softmax(-1).gather(1, full[0, len(ids):, None]).squeeze(1)
+            assert torch.allclose(torch.tensor(completion.logprobs), want, atol=1e-4)
 
 
 def test_engine_choice(model_and_tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
-
-    from looper_cli.engine import FastGenerator
 
     model, tok = model_and_tokenizer
     assert FastGenerator.supports(model)
@@ -93,7 +125,7 @@ def test_engine_choice(model_and_tokenizer):
         make_generator(gpt2, tok, "fast")
 
 
-def test_lora_adapter_applies_like_transformers(tiny_model, prompts):
+def test_lora_adapter_applies_unmerged_like_transformers(tiny_model, prompts):
     """A PEFT-wrapped model goes through its LoRA layers (non-zero B) in the engine too."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,22 +133,42 @@ def test_lora_adapter_applies_like_transformers(tiny_model, prompts):
     torch_model = AutoModelForCausalLM.from_pretrained(tiny_model)
     tok = AutoTokenizer.from_pretrained(tiny_model)
     lora = get_peft_model(torch_model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
-    cfg = SamplingConfig(max_new_tokens=12, temperature=0, samples=1, batch_size=4)
-    assert as_tuples(fast(lora, tok).generate(prompts, cfg)) == as_tuples(HFGenerator(lora, tok).generate(prompts, cfg))
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0)
+    got = FastGenerator(lora, tok, EngineConfig(max_seqs=4)).generate(prompts, cfg)
+    assert as_tuples(got) == as_tuples(HFGenerator(lora, tok).generate(prompts, cfg))
 
 
-def test_zero_new_tokens_gives_empty_completions(model_and_tokenizer, prompts):
+def test_zero_new_tokens_and_errors(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
-    groups = fast(model, tok).generate(prompts[:2], SamplingConfig(max_new_tokens=0, samples=2))
+    engine = FastGenerator(model, tok, EngineConfig(max_seqs=4))
+    groups = engine.generate(prompts[:2], SamplingConfig(max_new_tokens=0, samples=2))
     assert [[c.tokens for c in g] for g in groups] == [[0, 0], [0, 0]]
+    with pytest.raises(UserError, match="sequences in flight"):
+        engine.generate(prompts[:1], SamplingConfig(max_new_tokens=4, samples=5))
+    with pytest.raises(UserError, match="KV blocks"):
+        FastGenerator(model, tok, EngineConfig(num_blocks=3, block_size=4)).generate(
+            prompts[:1], SamplingConfig(max_new_tokens=40))
+    with pytest.raises(UserError, match="gpu-memory-utilization"):
+        FastGenerator(model, tok, EngineConfig(gpu_memory_utilization=1.5))
 
 
-def test_prefill_in_chunks_changes_nothing(model_and_tokenizer, prompts, monkeypatch):
-    """Long prompts are prefilled a few at a time; each chunk's KV must land in its own rows."""
-    from looper_cli.engine import llama
-
+def test_stats_count_useful_tokens_and_slot_use(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
-    cfg = SamplingConfig(max_new_tokens=8, temperature=1.0, samples=2, batch_size=8, seed=3)
-    whole = as_tuples(fast(model, tok).generate(prompts, cfg))
-    monkeypatch.setattr(llama, "PREFILL_SCORE_BYTES", 1)  # one prompt per chunk
-    assert as_tuples(fast(model, tok).generate(prompts, cfg)) == whole
+    engine = FastGenerator(model, tok, EngineConfig(max_seqs=4, decode_steps=1))
+    groups = engine.generate(prompts, SamplingConfig(max_new_tokens=9, temperature=1.0, samples=2))
+    stats = engine.stats
+    assert stats.useful_tokens == sum(len(c.token_ids) for g in groups for c in g)
+    # Every sampled token but each sequence's first (sampled after prefill) came from a decode row.
+    assert stats.busy_rows == stats.useful_tokens - 2 * len(prompts)
+    assert 0 < stats.slot_use <= 1 and stats.peak_kv_blocks <= stats.kv_blocks
+    assert stats.mean_rows_busy <= 4
+
+
+def test_release_frees_the_cache_and_the_next_call_rebuilds_it(model_and_tokenizer, prompts):
+    model, tok = model_and_tokenizer
+    engine = FastGenerator(model, tok, EngineConfig(max_seqs=4))
+    cfg = SamplingConfig(max_new_tokens=6, temperature=0)
+    first = engine.generate(prompts, cfg)
+    engine.release()
+    assert engine.runner.cache is None
+    assert as_tuples(engine.generate(prompts, cfg)) == as_tuples(first)

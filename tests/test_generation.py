@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from looper_cli.generation import HFGenerator, SamplingConfig
+from looper_cli.engine import SamplingConfig
+from looper_cli.engine.hf import HFGenerator
 
 
 def test_greedy_with_several_samples_repeats_one_decode(tiny_model: Path) -> None:

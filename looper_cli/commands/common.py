@@ -20,3 +20,18 @@ def config_option() -> Optional[Path]:
 def gpus_option(default_help: str = "1 if a GPU is present, else 0 (CPU)") -> Optional[int]:
     return typer.Option(None, "--gpus", help=f"GPUs to use, data-parallel. Default: {default_help}.",
                         show_default=False)
+
+
+def batch_size_option() -> Optional[int]:
+    return typer.Option(None, help="Sequences in flight per GPU (rows decoded together; the engine refills a row "
+                        "as soon as its sequence ends). [default: 256]", show_default=False)
+
+
+def gpu_memory_option() -> Optional[float]:
+    return typer.Option(None, help="Share of each GPU the process may fill, weights included; the KV cache gets "
+                        "what is left. [default: 0.9]", show_default=False)
+
+
+def kv_cache_option() -> Optional[float]:
+    return typer.Option(None, help="KV cache size in GiB (instead of sizing it from free GPU memory).",
+                        show_default=False)

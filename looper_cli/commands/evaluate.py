@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from looper_cli.app import app
-from looper_cli.commands.common import ConfigOption
+from looper_cli.commands.common import ConfigOption, batch_size_option, gpu_memory_option, kv_cache_option
 
 
 @app.command("eval")
@@ -28,9 +28,9 @@ def eval_command(
     temperature: Optional[float] = typer.Option(None, help="Temperature of the K samples. Default: 0.8.",
                                                 show_default=False),
     max_new_tokens: Optional[int] = typer.Option(None, help="Default: 512.", show_default=False),
-    batch_size: Optional[int] = typer.Option(None, help="Sequences in flight (questions x samples), as in "
-                                             "rollout; also questions logged per chunk. Default: 256.",
-                                             show_default=False),
+    batch_size: Optional[int] = batch_size_option(),
+    gpu_memory_utilization: Optional[float] = gpu_memory_option(),
+    kv_cache_gib: Optional[float] = kv_cache_option(),
     output: Optional[Path] = typer.Option(None, help="Eval folder (several checkpoints: the parent folder). "
                                           "Default: outputs/eval/<checkpoint>-<dataset>.", show_default=False),
     engine: Optional[str] = typer.Option(None, help="auto, hf or fast. Default: auto.", show_default=False),
@@ -56,7 +56,8 @@ def eval_command(
 
     cfg = resolve(EvalStageConfig, SECTION, config, checkpoint=checkpoint, base_model=base_model,
                   dataset=dataset, split=split, limit=limit, samples=samples, temperature=temperature,
-                  max_new_tokens=max_new_tokens, batch_size=batch_size, output=output, engine=engine,
+                  max_new_tokens=max_new_tokens, batch_size=batch_size,
+                  gpu_memory_utilization=gpu_memory_utilization, kv_cache_gib=kv_cache_gib, output=output, engine=engine,
                   template=template, bandit=bandit, seed=seed)
     result = run_evals(cfg)
     console = Console()

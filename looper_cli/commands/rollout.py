@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from looper_cli.app import app
-from looper_cli.commands.common import config_option, gpus_option
+from looper_cli.commands.common import (batch_size_option, config_option, gpu_memory_option, gpus_option,
+                                        kv_cache_option)
 
 
 @app.command("rollout")
@@ -27,8 +28,9 @@ def rollout(
     top_p: Optional[float] = typer.Option(None, help="Nucleus sampling. [default: 1.0]", show_default=False),
     max_new_tokens: Optional[int] = typer.Option(None, help="Tokens per solution. [default: 512]",
                                                  show_default=False),
-    batch_size: Optional[int] = typer.Option(None, help="Sequences in flight per worker. [default: 256]",
-                                             show_default=False),
+    batch_size: Optional[int] = batch_size_option(),
+    gpu_memory_utilization: Optional[float] = gpu_memory_option(),
+    kv_cache_gib: Optional[float] = kv_cache_option(),
     gpus: Optional[int] = gpus_option("1 if a GPU is present; each GPU runs one worker process"),
     workers: Optional[int] = typer.Option(None, help="CPU worker processes (no GPU).", show_default=False),
     output: Optional[Path] = typer.Option(None, help="Rollouts file. [default: runs/default/rollouts.jsonl]",
@@ -51,7 +53,8 @@ def rollout(
 
     cfg = resolve(RolloutStageConfig, SECTION, config, base_model=base_model, adapter=adapter, data=data,
                   split=split, limit=limit, samples=samples, temperature=temperature, top_p=top_p,
-                  max_new_tokens=max_new_tokens, batch_size=batch_size, gpus=gpus, workers=workers,
+                  max_new_tokens=max_new_tokens, batch_size=batch_size,
+                  gpu_memory_utilization=gpu_memory_utilization, kv_cache_gib=kv_cache_gib, gpus=gpus, workers=workers,
                   output=output, seed=seed, engine=engine, template=template)
     run_rollout(cfg)
 

@@ -1,18 +1,23 @@
-"""The fast rollout engine: a static KV cache, CUDA-graph decode steps and
-shared prefill for the K samples of a prompt, for Llama-family models.
+"""Generation: everything that samples or decodes text goes through here.
 
-`FastGenerator` has the same interface as `generation.HFGenerator`;
-`generation.make_generator(engine="auto")` picks it for supported models on
-CUDA. It also runs on CPU (eager, no graphs), which is how CI checks that its
-greedy output equals transformers' token for token.
+`make_generator(model, tokenizer, engine, EngineConfig)` returns a
+`Generator` (api.py): `FastGenerator` (generator.py, continuous batching over
+a paged KV cache for Llama-family models) or `HFGenerator` (hf.py,
+transformers' `generate`, the baseline and the path for other models).
 
-Pieces: `llama.LlamaRunner` (the forward over the static cache, calling the
-HF modules so LoRA layers still apply), `sampling.sample_next`,
-`graphs.DecodeGraphs` (one captured decode step per batch size and
-attention-length bucket), `generator.FastGenerator` (batching and EOS).
+The fast engine, one concept a file, each readable top to bottom:
+`sequence` (a completion and its group), `block_manager` (KV blocks,
+reference counts, copy-on-write), `scheduler` (rounds of chunked prefill and
+decode, preemption), `model_runner` (the forward over the paged cache, CUDA
+graphs), `attention` (paged attention: a Triton kernel and the torch
+reference), `sampler` (greedy / temperature / top-p with keyed noise),
+`llama` (the model's own modules, LoRA included).
+
 No torch import at package import time: `looper --help` stays fast.
 """
 
-from looper_cli.engine.generator import FastGenerator
+from looper_cli.engine.api import (Completion, Engine, EngineConfig, GenerationStats, Generator, OnPromptDone,
+                                   SamplingConfig, completion_from_ids, engine_config, make_generator)
 
-__all__ = ["FastGenerator"]
+__all__ = ["Completion", "Engine", "EngineConfig", "GenerationStats", "Generator", "OnPromptDone",
+           "SamplingConfig", "completion_from_ids", "engine_config", "make_generator"]

@@ -48,7 +48,9 @@ class EngineConfig:
     kv_cache_gib: Optional[float] = None  # an explicit KV cache size (wins over the share above)
     max_batched_tokens: int = 4096  # prompt tokens prefilled per step (a longer prompt goes in chunks)
     block_size: int = 16  # tokens per KV block
+    decode_steps: int = 8  # decode steps between host checks (a row that ends mid-way idles for the rest)
     eager: bool = False  # no CUDA graphs and no compiled layers (debugging)
+    num_blocks: Optional[int] = None  # an exact KV cache size in blocks (tests, reproducing a preemption)
 
 
 @dataclass
@@ -92,6 +94,13 @@ class GenerationStats:
         out.update(mean_rows_busy=round(self.mean_rows_busy, 2), slot_use=round(self.slot_use, 4),
                    useful_tokens_per_s=round(self.useful_tokens / self.seconds, 1) if self.seconds else None)
         return out
+
+
+def engine_config(options: Any) -> EngineConfig:
+    """The engine settings of a stage config that has `batch_size` (sequences
+    in flight), `gpu_memory_utilization` and `kv_cache_gib`."""
+    return EngineConfig(max_seqs=options.batch_size, gpu_memory_utilization=options.gpu_memory_utilization,
+                        kv_cache_gib=options.kv_cache_gib)
 
 
 OnPromptDone = Callable[[int, list[Completion]], None]

@@ -1,143 +1,197 @@
-"""`FastGenerator`: the rollout engine behind `generation.make_generator`.
+"""`FastGenerator`: continuous batching over a paged KV cache.
 
-Per batch of prompts (length-sorted, `batch_size // samples` prompts): one
-prefill of the prompts, whose KV is copied to the K sample rows; then decode
-steps for all B = prompts x K rows, each one CUDA-graph replay plus on-device
-sampling. Rows that produced EOS keep running (static shapes) but emit pad;
-the batch stops when every row is done (checked every CHECK_EVERY steps, the
-only host sync in the loop) or at max_new_tokens.
+The loop: the scheduler picks a round (prefill chunks of waiting prompts,
+then a few decode steps of every running sequence), the runner executes it,
+and the results are folded back: a prompt whose prefill completed samples
+the first token of each of its K completions (forked so they share the
+prompt's blocks), decode rows take their new tokens up to EOS or their
+limit, and a finished sequence frees its blocks at once, so the next
+round refills its row. A group is handed to `on_prompt_done` as soon as
+its last completion ends.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import time
+from typing import Any, Sequence as Seq
 
-from looper_cli.generation import (Completion, OnPromptDone, SamplingConfig, completion_from_ids,
-                                   length_sorted_batches)
-
-CHECK_EVERY = 16
+from looper_cli.engine.api import (Completion, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
+                                   completion_from_ids)
+from looper_cli.engine.block_manager import BlockManager
+from looper_cli.engine.llama import is_llama_family, model_type
+from looper_cli.engine.model_runner import ModelRunner, graph_buckets
+from looper_cli.engine.scheduler import Round, Scheduler
+from looper_cli.engine.sequence import Group, Sequence, fork, make_group
+from looper_cli.errors import UserError
 
 
 class FastGenerator:
-    def __init__(self, model: Any, tokenizer: Any, compile_layers: bool | None = None):
-        """`compile_layers`: fuse each decode layer's small kernels with
-        torch.compile (default: on CUDA; costs ~a minute once per process)."""
-        from looper_cli.engine.graphs import DecodeGraphs
-        from looper_cli.engine.llama import LlamaRunner, base_causal_lm, is_llama_family
-        from looper_cli.errors import UserError
-
+    def __init__(self, model: Any, tokenizer: Any, config: EngineConfig | None = None):
         if not is_llama_family(model):
-            kind = getattr(getattr(base_causal_lm(model), "config", None), "model_type", type(model).__name__)
-            raise UserError(f"--engine fast runs Llama-family models only, not {kind!r}; use --engine auto or hf")
+            raise UserError(f"--engine fast runs Llama-family models only, not {model_type(model)!r}; "
+                            "use --engine auto or hf")
         self.model, self.tokenizer = model, tokenizer
-        on_cuda = base_causal_lm(model).model.embed_tokens.weight.device.type == "cuda"
-        self.runner = LlamaRunner(model, compile_layers=on_cuda if compile_layers is None else compile_layers)
-        self.graphs = DecodeGraphs(self.runner, use_graphs=on_cuda)
-        self.inputs = None
+        self.config = config or EngineConfig()
+        check_engine_config(self.config)
+        self.runner = ModelRunner(model, self.config)
+        self.stats = GenerationStats()
 
     @staticmethod
     def supports(model: Any) -> bool:
-        from looper_cli.engine.llama import is_llama_family
-
         return is_llama_family(model)
 
-    # -- text interface (same as HFGenerator) ------------------------------
-    def generate(self, prompts: Sequence[str], cfg: SamplingConfig,
+    def generate(self, prompts: Seq[str], cfg: SamplingConfig,
                  on_prompt_done: OnPromptDone | None = None) -> list[list[Completion]]:
-        tok = self.tokenizer
-        encoded = [tok(p, add_special_tokens=False).input_ids for p in prompts]
+        encoded = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        return self.generate_ids(encoded, cfg, on_prompt_done)
+
+    def generate_ids(self, prompts: Seq[Seq[int]], cfg: SamplingConfig,
+                     on_prompt_done: OnPromptDone | None = None) -> list[list[Completion]]:
+        import torch
+
+        self._check(prompts, cfg)
         results: list[list[Completion]] = [[] for _ in prompts]
 
-        def done(i: int, rows: list[list[int]]) -> None:
-            results[i] = [completion_from_ids(tok, ids) for ids in rows]
+        def done(group: Group) -> None:
+            results[group.index] = [self._completion(s, cfg) for s in group.sequences]
             if on_prompt_done is not None:
-                on_prompt_done(i, results[i])
-
-        self.generate_ids(encoded, cfg, done)
-        return results
-
-    # -- token interface (benchmarks use it directly) ---------------------
-    def generate_ids(self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
-                     on_prompt_done=None) -> list[list[list[int]]]:
-        """K token-id lists per prompt; each ends at (and keeps) its EOS."""
-        import torch
+                on_prompt_done(group.index, results[group.index])
 
         if not prompts:
-            return []
-        if cfg.max_new_tokens <= 0:
-            empty: list[list[list[int]]] = [[[] for _ in range(cfg.samples)] for _ in prompts]
-            for i, group in enumerate(empty):
+            return results
+        if cfg.max_new_tokens == 0:
+            for i in range(len(prompts)):
+                results[i] = [Completion("", 0, False) for _ in range(cfg.group_size)]
                 if on_prompt_done is not None:
-                    on_prompt_done(i, group)
-            return empty
-        per_batch = max(1, cfg.batch_size // max(1, cfg.samples))
-        batches = length_sorted_batches([len(p) for p in prompts], per_batch)
-        rows = min(len(prompts), per_batch) * cfg.samples
-        capacity = max(len(p) for p in prompts) + cfg.max_new_tokens
-        if self.runner.ensure_cache(rows, capacity):
-            self.graphs.reset()
-            from looper_cli.engine.graphs import StepInputs
-
-            self.inputs = StepInputs(rows, self.runner.device)
-        results: list[list[list[int]]] = [[] for _ in prompts]
+                    on_prompt_done(i, results[i])
+            return results
+        started = time.perf_counter()
         was_training = self.model.training
-        self.model.eval()
+        self.model.eval()  # LoRA dropout off while sampling
         try:
             with torch.inference_mode():
-                for b, batch in enumerate(batches):
-                    groups = self._run_batch([prompts[i] for i in batch], cfg, seed=cfg.seed + b)
-                    for i, group in zip(batch, groups):
-                        results[i] = group
-                        if on_prompt_done is not None:
-                            on_prompt_done(i, group)
+                self._run([make_group(i, p, cfg) for i, p in enumerate(prompts)], cfg, done)
+        except torch.OutOfMemoryError:
+            raise UserError("out of GPU memory while generating; lower --batch-size (sequences in flight) "
+                            "or --gpu-memory-utilization; finished groups are kept") from None
         finally:
             self.model.train(was_training)
+        self.stats.seconds += time.perf_counter() - started
         return results
 
-    def _ids(self) -> tuple[int, int]:
-        tok = self.tokenizer
-        eos = tok.eos_token_id
-        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-        return eos, pad
+    def release(self) -> None:
+        self.runner.release()
 
-    def _run_batch(self, prompts: list[Sequence[int]], cfg: SamplingConfig, seed: int) -> list[list[list[int]]]:
-        import torch
+    # -- the loop ---------------------------------------------------------
+    def _run(self, groups: list[Group], cfg: SamplingConfig, done: Any) -> None:
+        longest = max(len(g.prompt) for g in groups) + cfg.max_new_tokens
+        self.runner.prepare(longest)
+        blocks = BlockManager(self.runner.num_blocks, self.config.block_size)
+        if blocks.blocks_for(longest - 1) > blocks.usable_blocks:
+            raise UserError(f"one sequence of {longest} tokens needs {blocks.blocks_for(longest - 1)} KV blocks "
+                            f"but the cache holds {blocks.usable_blocks}; raise --gpu-memory-utilization or "
+                            "--kv-cache-gib, or lower --max-new-tokens")
+        scheduler = Scheduler(blocks, self.config.max_seqs, self.config.max_batched_tokens,
+                              self.config.decode_steps)
+        for group in groups:
+            scheduler.add(group.sequences[0])
+        eos = self.tokenizer.eos_token_id
+        while scheduler.has_work:
+            work = scheduler.schedule()
+            self.runner.copy_blocks(work.copies)
+            finished = self._prefill(work, scheduler, blocks, eos) + self._decode(work, scheduler, eos)
+            for group in finished:
+                done(group)
+            self.stats.preemptions += work.preempted
+        self.stats.kv_blocks = blocks.usable_blocks
+        self.stats.peak_kv_blocks = max(self.stats.peak_kv_blocks, blocks.peak_used)
 
-        from looper_cli.engine.graphs import attend_bucket
-        from looper_cli.engine.sampling import sample_next
-
-        runner, k = self.runner, max(1, cfg.samples)
-        device, (eos, pad) = runner.device, self._ids()
-        eos_id = -1 if eos is None else eos
-        gen = torch.Generator(device=device).manual_seed(seed)
-        prompt_len = max(len(p) for p in prompts)
-        rows = len(prompts) * k
-        ids = torch.tensor([[pad] * (prompt_len - len(p)) + list(p) for p in prompts], device=device)
-        starts = torch.tensor([prompt_len - len(p) for p in prompts], device=device)
-
-        logits = runner.prefill(ids, starts, k).repeat_interleave(k, dim=0)
-        token = sample_next(logits, cfg.temperature, cfg.top_p, gen)
-        out = torch.full((rows, cfg.max_new_tokens), pad, dtype=torch.long, device=device)
-        out[:, 0] = token
-        finished = token == eos_id
-        inputs = self.inputs
-        inputs.starts[:rows].copy_(starts.repeat_interleave(k))
-        inputs.positions[:rows].copy_(prompt_len - inputs.starts[:rows])
-        inputs.write_at.fill_(prompt_len)
-        for step in range(1, cfg.max_new_tokens):
-            if step % CHECK_EVERY == 0 and bool(finished.all()):
-                break
-            inputs.tokens[:rows].copy_(token)
-            logits = self.graphs.step(inputs, rows, attend_bucket(prompt_len + step, runner.capacity))
-            token = sample_next(logits, cfg.temperature, cfg.top_p, gen).masked_fill_(finished, pad)
-            out[:, step] = token
-            finished |= token == eos_id
-            inputs.positions.add_(1)
-            inputs.write_at.add_(1)
-        return self._split(out.tolist(), k, eos)
+    def _prefill(self, work: Round, scheduler: Scheduler, blocks: BlockManager, eos: int | None) -> list[Group]:
+        """Run the prefill chunks; each sequence they complete (with its new
+        forks) samples its next token and starts decoding."""
+        if not work.prefill:
+            return []
+        logits = self.runner.prefill(work.prefill)
+        self.stats.prefill_tokens += sum(c.length for c in work.prefill)
+        rows, members = [], []
+        for chunk in work.prefill:
+            chunk.seq.num_computed = chunk.start + chunk.length
+        for row, seq in enumerate(c.seq for c in work.prefill if c.completes):
+            group = self._fork_members(seq, blocks) if seq.forks_on_prefill else [seq]
+            rows += [row] * len(group)
+            members += group
+        tokens, logprobs = self.runner.sample_rows(logits[rows], members)
+        finished = []
+        for seq, token, logprob in zip(members, tokens, logprobs):
+            scheduler.start_running(seq)
+            if self._append(seq, token, logprob, eos):
+                finished += self._finish(seq, scheduler)
+        return finished
 
     @staticmethod
-    def _split(rows: list[list[int]], k: int, eos: int | None) -> list[list[list[int]]]:
-        """Cut each row after its EOS and group rows by prompt."""
-        cut = [row[:row.index(eos) + 1] if eos in row else row for row in rows]
-        return [cut[j * k:(j + 1) * k] for j in range(len(rows) // k)]
+    def _fork_members(leader: Sequence, blocks: BlockManager) -> list[Sequence]:
+        group = leader.group
+        group.sequences += [fork(leader, i, blocks.fork(leader)) for i in range(1, group.size)]
+        group.forked = True
+        return group.sequences
+
+    def _decode(self, work: Round, scheduler: Scheduler, eos: int | None) -> list[Group]:
+        """Run the round's decode steps and keep each row's tokens up to its
+        EOS or its last position."""
+        if not work.decode:
+            return []
+        tokens, logprobs = self.runner.decode(work.decode, work.horizon)
+        bucket = next(b for b in graph_buckets(self.config.max_seqs) if b >= len(work.decode))
+        self.stats.decode_steps += work.horizon
+        self.stats.decode_row_slots += bucket * work.horizon
+        finished = []
+        for seq, row_tokens, row_logprobs in zip(work.decode, tokens, logprobs):
+            allowed = min(work.horizon, seq.last_writable_position - seq.num_computed + 1)
+            for token, logprob in zip(row_tokens[:allowed], row_logprobs[:allowed]):
+                seq.num_computed += 1
+                self.stats.busy_rows += 1
+                if self._append(seq, token, logprob, eos):
+                    finished += self._finish(seq, scheduler)
+                    break
+        return finished
+
+    @staticmethod
+    def _append(seq: Sequence, token: int, logprob: float, eos: int | None) -> bool:
+        """Add a sampled token; True when the sequence is complete."""
+        seq.token_ids.append(token)
+        seq.logprobs.append(logprob)
+        seq.finished_by_eos = token == eos
+        return seq.finished_by_eos or seq.num_generated >= seq.group.max_new_tokens
+
+    def _finish(self, seq: Sequence, scheduler: Scheduler) -> list[Group]:
+        scheduler.finish(seq)
+        self.stats.useful_tokens += seq.num_generated
+        seq.group.unfinished -= 1
+        return [seq.group] if seq.group.unfinished == 0 else []
+
+    def _completion(self, seq: Sequence, cfg: SamplingConfig) -> Completion:
+        return completion_from_ids(self.tokenizer, seq.generated(), seq.logprobs if cfg.logprobs else None)
+
+    def _check(self, prompts: Seq[Seq[int]], cfg: SamplingConfig) -> None:
+        if cfg.samples < 0 or cfg.group_size < 1:
+            raise UserError("a generation needs at least one completion per prompt")
+        if cfg.group_size > self.config.max_seqs:
+            raise UserError(f"{cfg.group_size} completions per prompt do not fit {self.config.max_seqs} "
+                            "sequences in flight; raise --batch-size")
+        if cfg.max_new_tokens < 0:
+            raise UserError("--max-new-tokens must be 0 or more")
+        if any(len(p) == 0 for p in prompts):
+            raise UserError("a prompt is empty after tokenization")
+
+
+def check_engine_config(config: EngineConfig) -> None:
+    """Engine options: one clear line for each bad value."""
+    positive = {"--batch-size": config.max_seqs, "max_batched_tokens": config.max_batched_tokens,
+                "block_size": config.block_size, "decode_steps": config.decode_steps}
+    for name, value in positive.items():
+        if value < 1:
+            raise UserError(f"{name} must be 1 or more, not {value}")
+    if not 0 < config.gpu_memory_utilization <= 1:
+        raise UserError(f"--gpu-memory-utilization must be in (0, 1], not {config.gpu_memory_utilization}")
+    if config.kv_cache_gib is not None and config.kv_cache_gib <= 0:
+        raise UserError(f"--kv-cache-gib must be above 0, not {config.kv_cache_gib}")

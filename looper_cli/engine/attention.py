@@ -1,0 +1,162 @@
+"""Attention over the paged KV cache.
+
+The cache of one layer is `[num_blocks, block_size, kv_heads, head_dim]`
+for keys and the same for values; a row's keys are the slots its block
+table names, in order.
+
+- `decode_attention`: one query per row. On CUDA a Triton kernel of ours
+  reads only the blocks each row owns, once, with all query heads of a KV
+  head together (GQA without copying the cache); elsewhere (CPU, tests) the
+  torch reference gathers the row's blocks and calls SDPA.
+  Why a kernel of our own, not the gather: the gather copies every row's
+  keys and values each step (three passes over the KV bytes instead of
+  one), which at 8B and 256 rows is most of a decode step. Figures:
+  docs/perf-notes.md ("paged decode attention").
+- `prefill_attention`: the new tokens of a few sequences, each attending
+  to its cached prefix and causally to itself; padded per sequence and run
+  through SDPA (prefill is a small share of the work, and runs eagerly).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+try:  # Triton comes with CUDA builds of torch; the CPU path never needs it
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - CPU-only torch builds
+    triton = None
+
+
+def write_kv(cache_k: torch.Tensor, cache_v: torch.Tensor, slots: torch.Tensor,
+             k: torch.Tensor, v: torch.Tensor) -> None:
+    """Store k, v [tokens, kv_heads, head_dim] at flat cache slots [tokens]."""
+    kv_heads, head_dim = cache_k.shape[2:]
+    cache_k.view(-1, kv_heads, head_dim).index_copy_(0, slots, k)
+    cache_v.view(-1, kv_heads, head_dim).index_copy_(0, slots, v)
+
+
+def decode_attention(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
+                     block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float) -> torch.Tensor:
+    """q [rows, heads, head_dim] -> [rows, heads, head_dim]; row r attends to
+    its first context_lens[r] positions (0: output zeros)."""
+    if q.is_cuda and triton is not None:
+        return paged_decode_triton(q, cache_k, cache_v, block_tables, context_lens, scale)
+    return paged_decode_reference(q, cache_k, cache_v, block_tables, context_lens, scale)
+
+
+def gather_positions(cache: torch.Tensor, block_tables: torch.Tensor, length: int) -> torch.Tensor:
+    """The first `length` positions of each row's table: [rows, length, kv_heads, head_dim]."""
+    block_size = cache.shape[1]
+    positions = torch.arange(length, device=cache.device)
+    slots = block_tables[:, positions // block_size].long() * block_size + positions % block_size
+    return cache.flatten(0, 1)[slots]
+
+
+def paged_decode_reference(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
+                           block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float) -> torch.Tensor:
+    rows, heads, head_dim = q.shape
+    kv_heads = cache_k.shape[2]
+    length = max(1, int(context_lens.max()))
+    keys = gather_positions(cache_k, block_tables, length).transpose(1, 2)  # [rows, kv, T, d]
+    values = gather_positions(cache_v, block_tables, length).transpose(1, 2)
+    visible = torch.arange(length, device=q.device)[None] < context_lens[:, None]  # [rows, T]
+    qg = q.reshape(rows, kv_heads, heads // kv_heads, head_dim)
+    # A row with nothing visible would be all -inf (NaN); let it see slot 0, then zero it.
+    mask = (visible | (context_lens[:, None] == 0))[:, None, None]
+    out = F.scaled_dot_product_attention(qg, keys, values, attn_mask=mask, scale=scale)
+    out = out.masked_fill((context_lens == 0)[:, None, None, None], 0.0)
+    return out.reshape(rows, heads, head_dim)
+
+
+def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
+                        block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float) -> torch.Tensor:
+    rows, heads, head_dim = q.shape
+    _, block_size, kv_heads, _ = cache_k.shape
+    group = heads // kv_heads
+    out = torch.empty_like(q)
+    tile = max(block_size, 64)  # keys per loop iteration; several blocks when they are small
+    _paged_decode_kernel[(rows, kv_heads)](
+        q, cache_k, cache_v, out, block_tables, context_lens, scale,
+        q.stride(0), q.stride(1), cache_k.stride(0), cache_k.stride(1), cache_k.stride(2),
+        block_tables.stride(0), out.stride(0), out.stride(1),
+        BLOCK_SIZE=block_size, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)),
+        HEAD_DIM=head_dim, TILE=tile, num_warps=4, num_stages=2)
+    return out
+
+
+if triton is not None:
+    @triton.jit
+    def _paged_decode_kernel(Q, K, V, Out, Tables, Lens, scale,
+                             stride_qr, stride_qh, stride_kb, stride_ks, stride_kh,
+                             stride_tr, stride_or, stride_oh,
+                             BLOCK_SIZE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
+                             HEAD_DIM: tl.constexpr, TILE: tl.constexpr):
+        """One program per (row, KV head): the GROUP query heads of that KV
+        head against the row's keys, TILE at a time, with an online softmax."""
+        row = tl.program_id(0)
+        kv_head = tl.program_id(1)
+        length = tl.load(Lens + row)
+        heads = tl.arange(0, GROUP_PAD)
+        dims = tl.arange(0, HEAD_DIM)
+        head_ok = heads < GROUP
+        q_ptr = Q + row * stride_qr + (kv_head * GROUP + heads)[:, None] * stride_qh + dims[None, :]
+        q = tl.load(q_ptr, mask=head_ok[:, None], other=0.0)
+        best = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+        total = tl.zeros([GROUP_PAD], tl.float32)
+        acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
+        for start in range(0, length, TILE):
+            pos = start + tl.arange(0, TILE)
+            in_row = pos < length
+            block = tl.load(Tables + row * stride_tr + pos // BLOCK_SIZE, mask=in_row, other=0)
+            offset = block.to(tl.int64) * stride_kb + (pos % BLOCK_SIZE) * stride_ks + kv_head * stride_kh
+            k = tl.load(K + offset[:, None] + dims[None, :], mask=in_row[:, None], other=0.0)
+            v = tl.load(V + offset[:, None] + dims[None, :], mask=in_row[:, None], other=0.0)
+            scores = tl.dot(q, tl.trans(k)) * scale
+            scores = tl.where(in_row[None, :], scores, float("-inf"))
+            new_best = tl.maximum(best, tl.max(scores, axis=1))
+            weights = tl.exp(scores - new_best[:, None])
+            rescale = tl.exp(best - new_best)
+            total = total * rescale + tl.sum(weights, axis=1)
+            acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v)
+            best = new_best
+        out = acc / tl.where(total > 0, total, 1.0)[:, None]
+        o_ptr = Out + row * stride_or + (kv_head * GROUP + heads)[:, None] * stride_oh + dims[None, :]
+        tl.store(o_ptr, out.to(Out.dtype.element_ty), mask=head_ok[:, None])
+
+
+def prefill_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+                      cache_k: torch.Tensor, cache_v: torch.Tensor, block_tables: torch.Tensor,
+                      starts: list[int], lengths: list[int], scale: float) -> torch.Tensor:
+    """q [tokens, heads, d] of several sequences laid end to end (lengths[i]
+    new tokens of sequence i, which begin at its position starts[i]); their
+    keys are already in the cache. Returns [tokens, heads, d]."""
+    heads, head_dim = q.shape[1:]
+    n, longest, context = len(lengths), max(lengths), max(s + n_ for s, n_ in zip(starts, lengths))
+    if all(s == 0 for s in starts):  # fresh prompts: the new keys are the whole context
+        keys, values = _pad(k_new, lengths, longest), _pad(v_new, lengths, longest)
+    else:
+        keys = gather_positions(cache_k, block_tables, context)
+        values = gather_positions(cache_v, block_tables, context)
+    queries = _pad(q, lengths, longest).transpose(1, 2)  # [n, heads, longest, d]
+    start = torch.tensor(starts, device=q.device)[:, None, None]
+    count = torch.tensor(lengths, device=q.device)[:, None, None]
+    qi = torch.arange(longest, device=q.device)[None, :, None]
+    kj = torch.arange(keys.shape[1], device=q.device)[None, None, :]
+    visible = (kj <= start + qi) | (kj == 0)  # padded queries see slot 0: no empty softmax row (NaN)
+    visible &= (qi < count) | (kj == 0)
+    out = F.scaled_dot_product_attention(queries, keys.transpose(1, 2), values.transpose(1, 2),
+                                         attn_mask=visible[:, None], scale=scale, enable_gqa=True)
+    out = out.transpose(1, 2)  # [n, longest, heads, d]
+    return torch.cat([out[i, :lengths[i]] for i in range(n)]).reshape(-1, heads, head_dim)
+
+
+def _pad(x: torch.Tensor, lengths: list[int], longest: int) -> torch.Tensor:
+    """[sum(lengths), ...] -> [len(lengths), longest, ...], zeros after each piece."""
+    out = x.new_zeros((len(lengths), longest) + tuple(x.shape[1:]))
+    offset = 0
+    for i, n in enumerate(lengths):
+        out[i, :n] = x[offset:offset + n]
+        offset += n
+    return out

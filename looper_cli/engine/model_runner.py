@@ -1,0 +1,320 @@
+"""Runs the model over the paged KV cache: prefill chunks (eager) and decode
+steps (one CUDA-graph replay each, sampling included).
+
+The cache is one tensor [layers, 2 (k, v), blocks, block_size, kv_heads,
+head_dim], sized from free GPU memory (or `kv_cache_gib`), never from
+rows x max length. A decode step reads fixed device buffers (`DecodeInputs`)
+and writes the sampled token back into them and advances the positions, so
+a round of several steps is several graph replays with no host sync
+between them. One graph per batch bucket: rows are padded up to the next
+bucket with rows that write to the reserved block 0 and attend to nothing.
+"""
+
+from __future__ import annotations
+
+from itertools import accumulate
+from typing import Any, Optional
+
+import torch
+
+from looper_cli.engine.api import EngineConfig
+from looper_cli.engine.attention import decode_attention, prefill_attention, write_kv
+from looper_cli.engine.block_manager import TRASH_BLOCK
+from looper_cli.engine.llama import base_causal_lm, compiled, finish_layer, pre_attention
+from looper_cli.engine.sampler import sample
+from looper_cli.engine.scheduler import Chunk
+from looper_cli.engine.sequence import Sequence
+from looper_cli.errors import UserError
+
+ROPE_ALIGN = 1024  # the cos/sin table grows in steps of this many positions
+
+
+def graph_buckets(max_seqs: int) -> list[int]:
+    """Batch sizes with a captured graph: a few small ones, then every 16."""
+    small = [b for b in (1, 2, 4, 8) if b < max_seqs]
+    return small + list(range(16, max_seqs, 16)) + [max_seqs]
+
+
+class DecodeInputs:
+    """What a decode step reads (and partly writes back), one row per sequence."""
+
+    def __init__(self, rows: int, width: int, device: torch.device):
+        def zeros(*shape: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        self.tokens = zeros(rows)  # fed this step; the sampled token replaces it
+        self.positions = zeros(rows)  # of the fed token; +1 after the step
+        self.limits = zeros(rows)  # last position a row may write; -1 for padding rows
+        self.tables = zeros(rows, width, dtype=torch.int32)
+        self.temperature = zeros(rows, dtype=torch.float32)
+        self.top_p = zeros(rows, dtype=torch.float32)
+        self.keys = zeros(rows)
+        self.logprobs = zeros(rows, dtype=torch.float32)  # of the sampled token
+
+
+class ModelRunner:
+    def __init__(self, model: Any, config: EngineConfig):
+        lm = base_causal_lm(model)
+        cfg = lm.config
+        self.config = config
+        self.embed, self.layers = lm.model.embed_tokens, list(lm.model.layers)
+        self.norm, self.head, self.rotary = lm.model.norm, lm.lm_head, lm.model.rotary_emb
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.hidden, self.intermediate = cfg.hidden_size, getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
+        self.vocab = cfg.vocab_size
+        self.scale = self.head_dim ** -0.5
+        self.device, self.dtype = self.embed.weight.device, self.embed.weight.dtype
+        self.block_size = config.block_size
+        on_cuda = self.device.type == "cuda"
+        self.use_graphs = on_cuda and not config.eager
+        fast = on_cuda and not config.eager  # compiling costs seconds once; worth it only on a GPU
+        self._pre, self._post = (compiled(pre_attention), compiled(finish_layer)) if fast else (
+            pre_attention, finish_layer)
+        self._sample = compiled(sample) if fast else sample
+        self.cache: Optional[torch.Tensor] = None
+        self.cos = self.sin = None
+        self.inputs: Optional[DecodeInputs] = None
+        self.graphs: dict[tuple[int, bool], tuple[Any, ...]] = {}
+        self.pool = None
+
+    # -- memory ---------------------------------------------------------
+    @property
+    def num_blocks(self) -> int:
+        return 0 if self.cache is None else self.cache.shape[2]
+
+    @property
+    def block_bytes(self) -> int:
+        element = torch.tensor([], dtype=self.dtype).element_size()
+        return 2 * len(self.layers) * self.block_size * self.kv_heads * self.head_dim * element
+
+    def prepare(self, max_len: int) -> None:
+        """Make the cache, the rope table and the decode buffers ready for
+        sequences of up to `max_len` tokens."""
+        wanted = self._wanted_blocks(max_len)
+        if self.cache is None or self.num_blocks < wanted:
+            blocks = min(wanted, self._affordable_blocks())
+            if self.cache is None or blocks > self.num_blocks:
+                self._allocate_cache(blocks)
+        width = -(-max_len // self.block_size)
+        if self.inputs is None or self.inputs.tables.shape[1] < width:
+            self._drop_graphs()
+            self.inputs = DecodeInputs(self.config.max_seqs, width, self.device)
+        if self.cos is None or self.cos.shape[0] < max_len:
+            self._build_rope(-(-max_len // ROPE_ALIGN) * ROPE_ALIGN)
+
+    def release(self) -> None:
+        """Free the cache, graphs and buffers (the next `prepare` makes them again)."""
+        self._drop_graphs()
+        self.cache = self.cos = self.sin = None
+        self.inputs = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _wanted_blocks(self, max_len: int) -> int:
+        """Never more than every row at full length needs (plus the reserved block)."""
+        per_sequence = -(-max_len // self.block_size)
+        return self.config.num_blocks or 1 + self.config.max_seqs * per_sequence
+
+    def _affordable_blocks(self) -> int:
+        if self.config.num_blocks:
+            return self.config.num_blocks
+        if self.config.kv_cache_gib is not None:
+            return int(self.config.kv_cache_gib * 2**30 // self.block_bytes)
+        if self.device.type != "cuda":
+            return 1 << 62  # CPU: what the rows need (the wanted blocks)
+        held = self.cache.numel() * self.cache.element_size() if self.cache is not None else 0
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info(self.device)
+        budget = total * self.config.gpu_memory_utilization - (total - free - held) - self._working_bytes()
+        return max(0, int(budget // self.block_bytes))
+
+    def _working_bytes(self) -> int:
+        """An estimate of what one round needs besides the cache: a prefill
+        chunk's activations, and the logits and sampling temporaries of
+        every row (about 40 bytes per row and vocabulary entry), plus 1 GiB."""
+        element = torch.tensor([], dtype=self.dtype).element_size()
+        width = 4 * self.hidden + 3 * self.intermediate + (self.heads + 2 * self.kv_heads) * self.head_dim
+        prefill = 2 * self.config.max_batched_tokens * width * element
+        return prefill + 40 * self.config.max_seqs * self.vocab + 2**30
+
+    def _allocate_cache(self, blocks: int) -> None:
+        if blocks < 2:
+            raise UserError(self._no_room_message(blocks))
+        self._drop_graphs()
+        self.cache = None
+        shape = (len(self.layers), 2, blocks, self.block_size, self.kv_heads, self.head_dim)
+        try:
+            # Zeros, not empty: attention reads masked slots of partly filled
+            # blocks, and a NaN left in fresh memory would survive the mask.
+            self.cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        except torch.OutOfMemoryError:
+            raise UserError(f"the KV cache of {blocks} blocks ({blocks * self.block_bytes / 2**30:.1f} GiB) "
+                            "does not fit; lower --gpu-memory-utilization or --kv-cache-gib") from None
+
+    def _no_room_message(self, affordable: int) -> str:
+        return (f"no room for a KV cache: {affordable} block(s) of {self.block_bytes / 2**20:.1f} MiB fit "
+                "beside the model; raise --gpu-memory-utilization or --kv-cache-gib, or lower --batch-size")
+
+    def _build_rope(self, length: int) -> None:
+        """cos/sin for every position once, from the model's own rotary module
+        (llama3 / linear rope scaling included); steps index the table."""
+        positions = torch.arange(length, device=self.device)[None]
+        probe = torch.zeros(1, 1, self.head_dim, dtype=self.dtype, device=self.device)
+        cos, sin = self.rotary(probe, positions)
+        self.cos, self.sin = cos[0], sin[0]
+
+    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        """Copy-on-write: each (source, destination) block, every layer, k and v."""
+        if copies:
+            src = torch.tensor([s for s, _ in copies], device=self.device)
+            dst = torch.tensor([d for _, d in copies], device=self.device)
+            self.cache.index_copy_(2, dst, self.cache.index_select(2, src))
+
+    # -- prefill --------------------------------------------------------
+    def prefill(self, chunks: list[Chunk]) -> torch.Tensor:
+        """Run the chunks' tokens, write their KV, and return float32 logits
+        [chunks that complete their sequence, vocab] of each one's last token."""
+        ids, positions, slots = [], [], []
+        for chunk in chunks:
+            seq, span = chunk.seq, range(chunk.start, chunk.start + chunk.length)
+            ids += seq.token_ids[chunk.start:chunk.start + chunk.length]
+            positions += span
+            slots += [self._slot(seq, p) for p in span]
+        device = self.device
+        ids_t = torch.tensor(ids, device=device)
+        pos_t = torch.tensor(positions, device=device)
+        slots_t = torch.tensor(slots, device=device)
+        tables = self._tables([c.seq for c in chunks])
+        starts, lengths = [c.start for c in chunks], [c.length for c in chunks]
+        cos, sin = self.cos[pos_t][:, None], self.sin[pos_t][:, None]
+        x = self.embed(ids_t)
+        for n, layer in enumerate(self.layers):
+            q, k, v = pre_attention(layer, x, cos, sin, self.heads, self.kv_heads, self.head_dim)
+            cache_k, cache_v = self.cache[n, 0], self.cache[n, 1]
+            write_kv(cache_k, cache_v, slots_t, k, v)
+            attn = prefill_attention(q, k, v, cache_k, cache_v, tables, starts, lengths, self.scale)
+            x = finish_layer(layer, x, attn)
+        ends = torch.tensor([end - 1 for end, c in zip(accumulate(lengths), chunks) if c.completes],
+                            device=device, dtype=torch.long)
+        return self.head(self.norm(x[ends])).float()
+
+    def _slot(self, seq: Sequence, position: int) -> int:
+        return seq.block_table[position // self.block_size] * self.block_size + position % self.block_size
+
+    def _tables(self, seqs: list[Sequence]) -> torch.Tensor:
+        width = max(len(s.block_table) for s in seqs)
+        rows = [s.block_table + [TRASH_BLOCK] * (width - len(s.block_table)) for s in seqs]
+        return torch.tensor(rows, dtype=torch.int32, device=self.device)
+
+    def sample_rows(self, logits: torch.Tensor, seqs: list[Sequence]) -> tuple[list[int], list[float]]:
+        """One next token per sequence (its own settings) from its row of logits."""
+        def column(values: list[Any], dtype: torch.dtype) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=self.device)
+
+        tokens, logprobs = self._sample(
+            logits, column([s.settings.temperature for s in seqs], torch.float32),
+            column([s.settings.top_p for s in seqs], torch.float32),
+            column([s.settings.noise_key for s in seqs], torch.long),
+            column([len(s.token_ids) - 1 for s in seqs], torch.long), _uses_top_p(seqs))
+        return tokens.tolist(), logprobs.tolist()
+
+    # -- decode ---------------------------------------------------------
+    def decode(self, seqs: list[Sequence], steps: int) -> tuple[list[list[int]], list[list[float]]]:
+        """`steps` decode steps of every sequence: the tokens sampled at each
+        step [rows][steps] and their log-probs. Rows keep running after EOS
+        or their last position inside the round; the caller cuts them."""
+        rows = len(seqs)
+        bucket = next(b for b in graph_buckets(self.config.max_seqs) if b >= rows)
+        top_p = _uses_top_p(seqs)
+        self._fill_inputs(seqs, bucket)
+        tokens = torch.empty(bucket, steps, dtype=torch.long, device=self.device)
+        logprobs = torch.empty(bucket, steps, dtype=torch.float32, device=self.device)
+        inputs = self.inputs
+        for step in range(steps):
+            self._run_step(bucket, top_p)
+            tokens[:, step].copy_(inputs.tokens[:bucket])
+            logprobs[:, step].copy_(inputs.logprobs[:bucket])
+        return tokens[:rows].tolist(), logprobs[:rows].tolist()
+
+    def _fill_inputs(self, seqs: list[Sequence], bucket: int) -> None:
+        pad = bucket - len(seqs)
+        inputs = self.inputs
+        width = inputs.tables.shape[1]
+
+        def put(buffer: torch.Tensor, values: list[Any], filler: Any) -> None:
+            buffer[:bucket].copy_(torch.tensor(values + [filler] * pad, dtype=buffer.dtype), non_blocking=True)
+
+        put(inputs.tokens, [s.token_ids[-1] for s in seqs], 0)
+        put(inputs.positions, [s.num_computed for s in seqs], 0)
+        put(inputs.limits, [s.last_writable_position for s in seqs], -1)
+        put(inputs.temperature, [s.settings.temperature for s in seqs], 0.0)
+        put(inputs.top_p, [s.settings.top_p for s in seqs], 1.0)
+        put(inputs.keys, [s.settings.noise_key for s in seqs], 0)
+        tables = [s.block_table + [TRASH_BLOCK] * (width - len(s.block_table)) for s in seqs]
+        put(inputs.tables, tables, [TRASH_BLOCK] * width)
+
+    def _run_step(self, bucket: int, top_p: bool) -> None:
+        if not self.use_graphs:
+            self._decode_step(bucket, top_p)
+            return
+        key = (bucket, top_p)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(bucket, top_p)
+        self.graphs[key].replay()
+
+    def _decode_step(self, rows: int, top_p: bool) -> None:
+        """One token for `rows` rows, in place on the DecodeInputs buffers."""
+        inputs = self.inputs
+        positions, limits, tables = inputs.positions[:rows], inputs.limits[:rows], inputs.tables[:rows]
+        writes = positions <= limits
+        at = torch.minimum(positions, limits).clamp(min=0)
+        block = tables.gather(1, (at // self.block_size)[:, None]).squeeze(1).long()
+        slots = torch.where(writes, block * self.block_size + at % self.block_size, torch.zeros_like(block))
+        context = torch.where(limits >= 0, at + 1, torch.zeros_like(at)).to(torch.int32)
+        cos, sin = self.cos[at][:, None], self.sin[at][:, None]
+        x = self.embed(inputs.tokens[:rows])
+        for n, layer in enumerate(self.layers):
+            q, k, v = self._pre(layer, x, cos, sin, self.heads, self.kv_heads, self.head_dim)
+            cache_k, cache_v = self.cache[n, 0], self.cache[n, 1]
+            write_kv(cache_k, cache_v, slots, k, v)
+            attn = decode_attention(q, cache_k, cache_v, tables, context, self.scale)
+            x = self._post(layer, x, attn)
+        logits = self.head(self.norm(x)).float()
+        token, logprob = self._sample(logits, inputs.temperature[:rows], inputs.top_p[:rows],
+                                      inputs.keys[:rows], positions, top_p)
+        inputs.tokens[:rows].copy_(token)
+        inputs.logprobs[:rows].copy_(logprob)
+        inputs.positions[:rows].add_(1)
+
+    def _capture(self, rows: int, top_p: bool) -> Any:
+        """Warm up on a side stream (compiles, cuBLAS picks its kernels), put
+        the buffers back as they were, then capture. The warm-up writes this
+        step's KV at this step's slots: the values the replay writes too."""
+        inputs = self.inputs
+        saved = [t.clone() for t in (inputs.tokens, inputs.positions, inputs.logprobs)]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._decode_step(rows, top_p)
+        torch.cuda.current_stream().wait_stream(side)
+        for buffer, value in zip((inputs.tokens, inputs.positions, inputs.logprobs), saved):
+            buffer.copy_(value)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            self._decode_step(rows, top_p)
+        return graph
+
+    def _drop_graphs(self) -> None:
+        """Graphs hold the addresses of the cache and buffers they were
+        captured on: when those are reallocated the graphs (and their memory
+        pool: capturing into a pool whose graphs are gone trips an allocator
+        assert, seen on an H100) go too."""
+        self.graphs.clear()
+        self.pool = None
+
+
+def _uses_top_p(seqs: list[Sequence]) -> bool:
+    return any(s.settings.temperature > 0 and s.settings.top_p < 1 for s in seqs)
