@@ -39,8 +39,21 @@ def build_llama(shape: str, device: str, dtype_name: str = "bfloat16"):
 
 
 def id_tokenizer():
-    """What FastGenerator.generate_ids needs from a tokenizer: the EOS and pad ids."""
-    return SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD)
+    """What the generators need from a tokenizer to run on token ids: the EOS
+    and pad ids, and a decode (the benchmarks read ids, not text)."""
+    return SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD, decode=lambda ids, **_: "",
+                           padding_side="left", pad=_pad_left)
+
+
+def _pad_left(batch, return_tensors="pt"):
+    """tokenizer.pad for transformers' generate on id prompts."""
+    import torch
+    from transformers import BatchEncoding
+
+    rows = batch["input_ids"]
+    width = max(map(len, rows))
+    return BatchEncoding({"input_ids": torch.tensor([[PAD] * (width - len(r)) + list(r) for r in rows]),
+                          "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])})
 
 
 def matmul_params(model) -> int:

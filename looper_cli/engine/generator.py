@@ -82,6 +82,15 @@ class FastGenerator:
     def release(self) -> None:
         self.runner.release()
 
+    def warm_up(self, max_len: int, top_p: bool = False) -> None:
+        """Allocate the cache and capture every decode graph for sequences of
+        up to `max_len` tokens now, so that no later round pays for it."""
+        import torch
+
+        with torch.inference_mode():
+            self.runner.prepare(max_len)
+            self.runner.capture_all(top_p)
+
     # -- the loop ---------------------------------------------------------
     def _run(self, groups: list[Group], cfg: SamplingConfig, done: Any) -> None:
         longest = max(len(g.prompt) for g in groups) + cfg.max_new_tokens

@@ -254,6 +254,16 @@ class ModelRunner:
         tables = [s.block_table + [TRASH_BLOCK] * (width - len(s.block_table)) for s in seqs]
         put(inputs.tables, tables, [TRASH_BLOCK] * width)
 
+    def capture_all(self, top_p: bool = False) -> None:
+        """Capture every bucket's graph now (startup), not when a round first
+        needs it. Padding rows only: they write to block 0 and attend to nothing."""
+        if not self.use_graphs:
+            return
+        for bucket in graph_buckets(self.config.max_seqs):
+            if (bucket, top_p) not in self.graphs:
+                self._fill_inputs([], bucket)
+                self.graphs[(bucket, top_p)] = self._capture(bucket, top_p)
+
     def _run_step(self, bucket: int, top_p: bool) -> None:
         if not self.use_graphs:
             self._decode_step(bucket, top_p)

@@ -1,0 +1,306 @@
+"""Generation figures (issue 14): the paged engine beside the static-batch
+engine it replaced and transformers `generate`, measured in the same run, on
+a realistic length distribution. Only useful tokens count: those up to and
+including EOS, what a caller gets back.
+
+    bash scripts/static_engine.sh            # the old engine from git history -> .gpu/static_engine
+    PYTHONPATH=.gpu python benchmarks/bench_engine.py all --out DIR
+    PYTHONPATH=.gpu python benchmarks/bench_engine.py real --model SmolLM2.gguf --data gsm8k/train.jsonl
+
+Sections:
+  check      greedy of the paged engine on the GPU (CUDA graphs, compiled
+             layers) equals transformers' greedy, also with a cache so small
+             that sequences are preempted; samples do not depend on the cache.
+  attention  one decode attention call at the 8B shape: our Triton kernel vs
+             gathering each row's blocks + SDPA (torch), by context length.
+  rollout    8B shape, random init; a bias on the EOS logit (calibrated so a
+             sampled sequence stops with probability --hazard per step) gives
+             geometric lengths like real samples. 128 prompts x 8, 128-token
+             prompts, T = 0.8, cap 1,024. Paged engine vs static engine vs
+             transformers (on the first --hf-prompts prompts: it is slow).
+  real       a real model (SmolLM2-135M-Instruct GGUF) on GSM8K questions with
+             its chat template: paged vs static vs transformers (a subset).
+Prints one table last; --out DIR writes DIR/bench_engine.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpu_models import EOS, build_llama, id_tokenizer  # noqa: E402
+
+ROWS: list[dict] = []
+
+
+def record(section: str, what: str, value: float, unit: str, note: str = "") -> None:
+    row = dict(section=section, what=what, value=round(value, 4), unit=unit, note=note)
+    ROWS.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def timed(fn):
+    import torch
+
+    def sync() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    sync()
+    start = time.perf_counter()
+    out = fn()
+    sync()
+    return time.perf_counter() - start, out
+
+
+def random_prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
+    import random
+
+    rng = random.Random(seed)
+    return [[rng.randrange(3, vocab) for _ in range(length)] for _ in range(n)]
+
+
+def useful(ids: list[int], eos: int) -> int:
+    return ids.index(eos) + 1 if eos in ids else len(ids)
+
+
+# -- the three generators, one call each -------------------------------------
+def run_paged(model, tok, prompts, args, max_seqs: int, cap: int):
+    """(seconds, useful tokens, stats) of one warm paged-engine call."""
+    from looper_cli.engine import EngineConfig, SamplingConfig
+    from looper_cli.engine.generator import FastGenerator
+
+    engine = FastGenerator(model, tok, EngineConfig(max_seqs=max_seqs, gpu_memory_utilization=args.gpu_util))
+    cold, _ = timed(lambda: engine.warm_up(max(map(len, prompts)) + cap))
+    cfg = SamplingConfig(max_new_tokens=cap, temperature=args.temperature, samples=args.samples, seed=0)
+    engine.generate_ids(prompts[:8], SamplingConfig(max_new_tokens=8, temperature=args.temperature,
+                                                    samples=args.samples))  # sampler and prefill compiled
+    engine.stats.reset()
+    seconds, groups = timed(lambda: engine.generate_ids(prompts, cfg))
+    tokens = sum(len(c.token_ids) for g in groups for c in g)
+    lengths = [len(c.token_ids) for g in groups for c in g]
+    stats = engine.stats.as_dict()
+    stats.update(startup_s=round(cold, 1), mean_len=sum(lengths) / len(lengths), longest=max(lengths))
+    engine.release()
+    del engine
+    return seconds, tokens, stats
+
+
+def run_static(model, tok, prompts, args, batch: int, cap: int):
+    """The engine of commit 6987188: a batch decodes until its longest row ends."""
+    from static_engine import FastGenerator as StaticGenerator
+    from static_engine.generation import SamplingConfig as StaticConfig
+
+    engine = StaticGenerator(model, tok)
+    cfg = StaticConfig(max_new_tokens=cap, temperature=args.temperature, samples=args.samples, seed=0,
+                       batch_size=batch)
+    cold, _ = timed(lambda: engine.generate_ids(prompts[:batch // args.samples], cfg))  # compile + capture
+    seconds, groups = timed(lambda: engine.generate_ids(prompts, cfg))
+    tokens = sum(useful(ids, tok.eos_token_id) for g in groups for ids in g)
+    steps = sum(max(len(ids) for g in groups[i:i + batch // args.samples] for ids in g)
+                for i in range(0, len(groups), batch // args.samples))
+    stats = dict(startup_s=round(cold, 1), slot_use=round(tokens / (steps * batch), 4))
+    del engine
+    return seconds, tokens, stats
+
+
+def run_hf(model, tok, prompts, args, cap: int):
+    from looper_cli.engine import EngineConfig, SamplingConfig
+    from looper_cli.engine.hf import HFGenerator
+
+    engine = HFGenerator(model, tok, EngineConfig(max_seqs=len(prompts) * args.samples))
+    engine.generate_ids(prompts[:2], SamplingConfig(max_new_tokens=4, temperature=args.temperature, samples=2))
+    cfg = SamplingConfig(max_new_tokens=cap, temperature=args.temperature, samples=args.samples, seed=0)
+    seconds, groups = timed(lambda: engine.generate_ids(prompts, cfg))
+    return seconds, sum(len(c.token_ids) for g in groups for c in g), {}
+
+
+def compare(section: str, model, tok, prompts, args, cap: int, note: str) -> None:
+    paged = {}
+    for max_seqs in args.max_seqs:
+        seconds, tokens, stats = run_paged(model, tok, prompts, args, max_seqs, cap)
+        paged[max_seqs] = tokens / seconds
+        record(section, f"paged engine, {max_seqs} seqs in flight", tokens / seconds, "useful tok/s",
+               f"{note}; {seconds:.1f} s; " + ", ".join(f"{k} {v}" for k, v in stats.items()
+                                                        if k not in ("seconds", "useful_tokens_per_s")))
+    best = max(paged.values())
+    if not args.skip_static:
+        seconds, tokens, stats = run_static(model, tok, prompts, args, args.static_batch, cap)
+        record(section, f"static engine (6987188), batch {args.static_batch}", tokens / seconds, "useful tok/s",
+               f"{note}; {seconds:.1f} s; slot use {stats['slot_use']}; startup {stats['startup_s']} s")
+        record(section, "paged / static", best / (tokens / seconds), "x", note)
+    if args.hf_prompts:
+        subset = prompts[:args.hf_prompts]
+        seconds, tokens, _ = run_hf(model, tok, subset, args, cap)
+        record(section, f"transformers generate, {len(subset)} prompts x {args.samples}", tokens / seconds,
+               "useful tok/s", f"{note}; first {len(subset)} prompts only; {seconds:.1f} s")
+        record(section, "paged / transformers", best / (tokens / seconds), "x", note)
+
+
+# -- EOS bias: realistic lengths from a random model --------------------------
+def calibrate_eos_bias(model, prompts, temperature: float, hazard: float) -> float:
+    """The bias on the EOS logit that makes EOS the sampled token with
+    probability `hazard` (mean over the prompts' last positions)."""
+    import torch
+
+    ids = torch.tensor(prompts[:64], device=model.device)
+    with torch.inference_mode():
+        logits = model(ids).logits[:, -1].float()
+    low, high = 0.0, 60.0
+    for _ in range(50):
+        bias = (low + high) / 2
+        shifted = logits.clone()
+        shifted[:, EOS] += bias
+        p = torch.softmax(shifted / temperature, dim=-1)[:, EOS].mean().item()
+        low, high = (bias, high) if p < hazard else (low, bias)
+    return (low + high) / 2
+
+
+def add_eos_bias(model, bias: float):
+    def hook(_module, _inputs, output):
+        output[..., EOS] += bias
+        return output
+
+    return model.lm_head.register_forward_hook(hook)
+
+
+# -- sections ------------------------------------------------------------------
+def section_check(args) -> None:
+    from looper_cli.engine import EngineConfig, SamplingConfig
+    from looper_cli.engine.generator import FastGenerator
+    from looper_cli.engine.hf import HFGenerator
+
+    model = build_llama("small", "cuda", "float32")
+    tok = id_tokenizer()
+    import random
+
+    rng = random.Random(3)
+    prompts = [[rng.randrange(3, 512) for _ in range(rng.randint(5, 40))] for _ in range(24)]
+    greedy = SamplingConfig(max_new_tokens=48, temperature=0)
+    want = [g[0].token_ids for g in HFGenerator(model, tok, EngineConfig(max_seqs=24)).generate_ids(prompts, greedy)]
+    for name, config in (("roomy", EngineConfig(max_seqs=8)),
+                         ("tight: preempts", EngineConfig(max_seqs=8, num_blocks=24, block_size=16))):
+        engine = FastGenerator(model, tok, config)
+        got = [g[0].token_ids for g in engine.generate_ids(prompts, greedy)]
+        record("check", f"greedy == transformers ({name})", 100 * sum(a == b for a, b in zip(got, want)) / len(want),
+               "% seqs", f"small fp32, graphs + compile, 24 prompts, 48 new; preemptions {engine.stats.preemptions}")
+    sampled = SamplingConfig(max_new_tokens=48, temperature=1.0, top_p=0.9, samples=4, seed=5)
+    runs = [[c.token_ids for g in FastGenerator(model, tok, config).generate_ids(prompts, sampled) for c in g]
+            for config in (EngineConfig(max_seqs=96), EngineConfig(max_seqs=8, num_blocks=24, block_size=16))]
+    record("check", "samples equal across caches", 100 * sum(a == b for a, b in zip(*runs)) / len(runs[0]),
+           "% seqs", "96 rows vs 8 rows with preemption; top_p 0.9")
+
+
+def section_attention(args) -> None:
+    import torch
+    import triton.testing
+
+    from looper_cli.engine.attention import paged_decode_reference, paged_decode_triton
+
+    rows, heads, kv, dim, block = args.attention_rows, 32, 8, 128, 16
+    for context in (256, 1024, 4096):
+        width = -(-context // block)
+        blocks = rows * width + 1
+        q = torch.randn(rows, heads, dim, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(blocks, block, kv, dim, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        tables = (torch.randperm(blocks - 1, device="cuda")[:rows * width] + 1).reshape(rows, width).int()
+        lens = torch.randint(context // 2, context + 1, (rows,), device="cuda", dtype=torch.int32)
+        error = (paged_decode_triton(q, k, v, tables, lens, dim ** -0.5).float()
+                 - paged_decode_reference(q, k, v, tables, lens, dim ** -0.5).float()).abs().max().item()
+        kv_bytes = 2 * int(lens.sum()) * kv * dim * 2
+        note = f"{rows} rows, 32 heads / 8 kv, d 128, contexts U[{context // 2}, {context}]; max |diff| {error:.1e}"
+        for name, fn in (("triton paged kernel", paged_decode_triton), ("gather + SDPA", paged_decode_reference)):
+            ms = triton.testing.do_bench(lambda: fn(q, k, v, tables, lens, dim ** -0.5), return_mode="median")
+            record("attention", f"{name}, context {context}", ms * 1000, "us",
+                   f"{note}; {kv_bytes / ms / 1e9:.2f} TB/s of KV read")
+        del q, k, v
+        torch.cuda.empty_cache()
+
+
+def section_rollout(args) -> None:
+    import torch
+
+    model = build_llama(args.shape, args.device, "bfloat16" if args.device == "cuda" else "float32")
+    prompts = random_prompts(args.prompts, args.prompt_len, model.config.vocab_size, seed=1)
+    bias = calibrate_eos_bias(model, prompts, args.temperature, args.hazard)
+    note = (f"{args.shape} random init, EOS bias {bias:.2f} (hazard {args.hazard}), {args.prompts} prompts x "
+            f"{args.samples}, {args.prompt_len}-token prompts, T {args.temperature}, cap {args.cap}")
+    hook = add_eos_bias(model, bias)
+    compare("rollout", model, id_tokenizer(), prompts, args, args.cap, note)
+    hook.remove()
+    del model
+    torch.cuda.empty_cache()
+
+
+def section_real(args) -> None:
+    import torch
+
+    from looper_cli.data import load_problems
+    from looper_cli.models import load_model, load_tokenizer
+    from looper_cli.prompts import build_prompt
+
+    tok = load_tokenizer(args.model)
+    model = load_model(args.model).eval()
+    problems = load_problems(str(args.data), split="train", limit=args.questions, seed=0)
+    prompts = [tok(build_prompt(tok, p.question, "chat"), add_special_tokens=False).input_ids for p in problems]
+    note = (f"{Path(args.model).name}, {len(prompts)} GSM8K train questions x {args.samples}, chat template, "
+            f"T {args.temperature}, cap {args.real_cap}")
+    compare("real", model, tok, prompts, args, args.real_cap, note)
+    del model
+    torch.cuda.empty_cache()
+
+
+def print_table(device: str) -> None:
+    print(f"\n=== looper engine benchmark on {device} ===")
+    for r in ROWS:
+        print(f"{r['section']:9} {r['what']:46} {r['value']:>12,.2f} {r['unit']:13} {r['note']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("section", choices=["all", "check", "attention", "rollout", "real"])
+    parser.add_argument("--shape", default="8b")
+    parser.add_argument("--device", default="cuda", help="rollout: cpu for a smoke run (--shape small)")
+    parser.add_argument("--prompts", type=int, default=128)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--cap", type=int, default=1024)
+    parser.add_argument("--hazard", type=float, default=0.01)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--max-seqs", type=lambda s: [int(x) for x in s.split(",")], default=[256])
+    parser.add_argument("--gpu-util", type=float, default=0.9)
+    parser.add_argument("--static-batch", type=int, default=256)
+    parser.add_argument("--skip-static", action="store_true")
+    parser.add_argument("--hf-prompts", type=int, default=32)
+    parser.add_argument("--attention-rows", type=int, default=256)
+    parser.add_argument("--model", help="real: a model path or .gguf")
+    parser.add_argument("--data", type=Path, help="real: GSM8K train .jsonl (or its folder)")
+    parser.add_argument("--questions", type=int, default=1000)
+    parser.add_argument("--real-cap", type=int, default=512)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    import torch
+
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"device: {device}; torch {torch.__version__}", flush=True)
+    sections = {"check": section_check, "attention": section_attention, "rollout": section_rollout,
+                "real": section_real}
+    for name, run in sections.items():
+        if args.section == name or (args.section == "all" and name != "real"):
+            run(args)
+    print_table(device)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_engine.json").write_text(json.dumps(dict(device=device, rows=ROWS), indent=1))
+
+
+if __name__ == "__main__":
+    main()
