@@ -21,7 +21,7 @@ from looper_cli.engine.api import EngineConfig
 from looper_cli.engine.attention import decode_attention, prefill_attention, write_kv
 from looper_cli.engine.block_manager import TRASH_BLOCK
 from looper_cli.engine.llama import base_causal_lm, compiled, finish_layer, pre_attention
-from looper_cli.engine.sampler import sample
+from looper_cli.engine.sampler import sample, token_salts
 from looper_cli.engine.scheduler import Chunk
 from looper_cli.engine.sequence import Sequence
 from looper_cli.errors import UserError
@@ -72,6 +72,7 @@ class ModelRunner:
         self._pre, self._post = (compiled(pre_attention), compiled(finish_layer)) if fast else (
             pre_attention, finish_layer)
         self._sample = compiled(sample) if fast else sample
+        self.salts = token_salts(self.vocab, self.device)
         self.cache: Optional[torch.Tensor] = None
         self.cos = self.sin = None
         self.inputs: Optional[DecodeInputs] = None
@@ -216,7 +217,7 @@ class ModelRunner:
             logits, column([s.settings.temperature for s in seqs], torch.float32),
             column([s.settings.top_p for s in seqs], torch.float32),
             column([s.settings.noise_key for s in seqs], torch.long),
-            column([len(s.token_ids) - 1 for s in seqs], torch.long), _uses_top_p(seqs))
+            column([len(s.token_ids) - 1 for s in seqs], torch.long), self.salts, _uses_top_p(seqs))
         return tokens.tolist(), logprobs.tolist()
 
     # -- decode ---------------------------------------------------------
@@ -292,7 +293,7 @@ class ModelRunner:
             x = self._post(layer, x, attn)
         logits = self.head(self.norm(x)).float()
         token, logprob = self._sample(logits, inputs.temperature[:rows], inputs.top_p[:rows],
-                                      inputs.keys[:rows], positions, top_p)
+                                      inputs.keys[:rows], positions, self.salts, top_p)
         inputs.tokens[:rows].copy_(token)
         inputs.logprobs[:rows].copy_(logprob)
         inputs.positions[:rows].add_(1)

@@ -19,17 +19,17 @@ _SPREAD = 0x9E3779B1  # golden-ratio constant: spreads consecutive token ids
 
 
 def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, keys: torch.Tensor,
-           positions: torch.Tensor, use_top_p: bool) -> tuple[torch.Tensor, torch.Tensor]:
+           positions: torch.Tensor, salts: torch.Tensor, use_top_p: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [rows, vocab] float32 -> (token ids [rows], their log-probs [rows]).
     The log-prob is under the distribution the token was drawn from
-    (temperature 1 for greedy rows)."""
+    (temperature 1 for greedy rows). `salts` is `token_salts(vocab)`."""
     sampled = temperature > 0
     scale = torch.where(sampled, temperature, torch.ones_like(temperature))
     scaled = logits / scale[:, None]
     if use_top_p:
         scaled = top_p_mask(scaled, top_p)
     logp = scaled.log_softmax(dim=-1)
-    noisy = logp + gumbel_noise(keys, positions, logits.shape[-1])
+    noisy = logp + gumbel_noise(keys, positions, salts)
     token = torch.where(sampled, noisy.argmax(dim=-1), scaled.argmax(dim=-1))
     return token, logp.gather(1, token[:, None]).squeeze(1)
 
@@ -46,11 +46,18 @@ def top_p_mask(scaled: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     return scaled.masked_fill(drop, float("-inf"))
 
 
-def gumbel_noise(keys: torch.Tensor, positions: torch.Tensor, vocab: int) -> torch.Tensor:
+def token_salts(vocab: int, device: torch.device) -> torch.Tensor:
+    """One 32-bit value per token id (int64), made once: compiled code gets
+    them as an input rather than from an index, which inductor computes in
+    int32, where the spreading product would overflow."""
+    token = torch.arange(vocab, device=device, dtype=torch.long)
+    return _mix32((token * _SPREAD) & _MASK32)
+
+
+def gumbel_noise(keys: torch.Tensor, positions: torch.Tensor, salts: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel noise [rows, vocab] from a counter-based hash."""
     row = _mix32(keys.long() ^ _mix32(positions.long() & _MASK32))
-    token = torch.arange(vocab, device=keys.device, dtype=torch.long)
-    bits = _mix32((row[:, None] ^ ((token * _SPREAD) & _MASK32)) & _MASK32)
+    bits = _mix32(row[:, None] ^ salts[None, :])
     uniform = ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))  # in (0, 1), never 0 or 1
     return -torch.log(-torch.log(uniform))
 
