@@ -155,14 +155,26 @@ class FastGenerator:
         self.stats.decode_row_slots += bucket * work.horizon
         finished = []
         for seq, row_tokens, row_logprobs in zip(work.decode, tokens, logprobs):
-            allowed = min(work.horizon, seq.last_writable_position - seq.num_computed + 1)
-            for token, logprob in zip(row_tokens[:allowed], row_logprobs[:allowed]):
-                seq.num_computed += 1
-                self.stats.busy_rows += 1
-                if self._append(seq, token, logprob, eos):
-                    finished += self._finish(seq, scheduler)
-                    break
+            kept = self._take(seq, row_tokens[:min(work.horizon, self._steps_left(seq))], row_logprobs, eos)
+            self.stats.busy_rows += kept
+            if seq.finished_by_eos or seq.num_generated >= seq.group.max_new_tokens:
+                finished += self._finish(seq, scheduler)
         return finished
+
+    @staticmethod
+    def _steps_left(seq: Sequence) -> int:
+        return seq.last_writable_position - seq.num_computed + 1
+
+    @staticmethod
+    def _take(seq: Sequence, tokens: list[int], logprobs: list[float], eos: int | None) -> int:
+        """Keep a row's round of tokens up to its first EOS; returns how many
+        (one list slice per row: the per-round host work stays small)."""
+        end = tokens.index(eos) + 1 if eos in tokens else len(tokens)
+        seq.token_ids += tokens[:end]
+        seq.logprobs += logprobs[:end]
+        seq.num_computed += end
+        seq.finished_by_eos = end > 0 and tokens[end - 1] == eos
+        return end
 
     @staticmethod
     def _append(seq: Sequence, token: int, logprob: float, eos: int | None) -> bool:

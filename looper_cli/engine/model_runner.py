@@ -239,21 +239,23 @@ class ModelRunner:
         return tokens[:rows].tolist(), logprobs[:rows].tolist()
 
     def _fill_inputs(self, seqs: list[Sequence], bucket: int) -> None:
-        pad = bucket - len(seqs)
+        """Rows [0, len(seqs)) for the sequences, the rest of the bucket padding."""
+        import numpy as np
+
         inputs = self.inputs
-        width = inputs.tables.shape[1]
-
-        def put(buffer: torch.Tensor, values: list[Any], filler: Any) -> None:
-            buffer[:bucket].copy_(torch.tensor(values + [filler] * pad, dtype=buffer.dtype), non_blocking=True)
-
-        put(inputs.tokens, [s.token_ids[-1] for s in seqs], 0)
-        put(inputs.positions, [s.num_computed for s in seqs], 0)
-        put(inputs.limits, [s.last_writable_position for s in seqs], -1)
-        put(inputs.temperature, [s.settings.temperature for s in seqs], 0.0)
-        put(inputs.top_p, [s.settings.top_p for s in seqs], 1.0)
-        put(inputs.keys, [s.settings.noise_key for s in seqs], 0)
-        tables = [s.block_table + [TRASH_BLOCK] * (width - len(s.block_table)) for s in seqs]
-        put(inputs.tables, tables, [TRASH_BLOCK] * width)
+        columns = np.zeros((6, bucket), dtype=np.float64)
+        columns[2] = -1  # padding rows write nowhere
+        columns[4] = 1.0
+        tables = np.zeros((bucket, inputs.tables.shape[1]), dtype=np.int32)
+        for row, seq in enumerate(seqs):
+            settings = seq.settings
+            columns[:, row] = (seq.token_ids[-1], seq.num_computed, seq.last_writable_position,
+                               settings.temperature, settings.top_p, settings.noise_key)
+            tables[row, :len(seq.block_table)] = seq.block_table
+        buffers = (inputs.tokens, inputs.positions, inputs.limits, inputs.temperature, inputs.top_p, inputs.keys)
+        for buffer, column in zip(buffers, columns):
+            buffer[:bucket].copy_(torch.from_numpy(column).to(buffer.dtype))
+        inputs.tables[:bucket].copy_(torch.from_numpy(tables))
 
     def capture_all(self, top_p: bool = False) -> None:
         """Capture every bucket's graph now (startup), not when a round first
