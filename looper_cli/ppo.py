@@ -2,7 +2,9 @@
 with group-relative advantages (no value model), through TRL's GRPOTrainer,
 or RLOOTrainer with `algo = "rloo"` (leave-one-out baselines).
 
-For each prompt the policy samples `num_generations` answers; the group is
+For each prompt the policy samples `num_generations` answers, together, with
+a looper engine running in this process on the live weights
+(looper_cli.ppo_rollout: hook, groups, log-probs, memory); the group is
 scored by the compiled Regime W core (looper_cli.scoring.score_groups) and
 rewarded by the public formula in looper_cli.reward. The bandit that picks
 the coherence arm learns as training goes and its state is kept in
@@ -12,6 +14,7 @@ carries on from the state its checkpoint saw).
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,13 @@ class PPOStageConfig(LoraOptions, TrainOptions):
     # The policy's attention while it trains and samples: None keeps the model's
     # (sdpa). "eager" never returns NaN for the fully masked rows of left padding.
     attn_implementation: Optional[Literal["sdpa", "eager"]] = None
+    # Sampling (EngineConfig's fields): fast = the paged engine (Llama family), hf =
+    # transformers generate (any model); auto = fast for Llama-family models on CUDA.
+    engine: Literal["auto", "hf", "fast"] = "auto"
+    gpu_memory_utilization: float = 0.9  # share of the whole GPU (trainer included) the engine may fill
+    kv_cache_gib: Optional[float] = None  # an explicit KV cache size (wins over the share above)
+    max_seqs: int = 256  # sequences the engine decodes together
+    keep_engine_memory: bool = False  # keep KV cache and CUDA graphs between steps (else given to training)
 
 
 class RegimeWReward:
@@ -113,13 +123,56 @@ def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
         raise UserError("compile_layers is for sft and dpo: ppo samples with the model it trains, "
                         "and compiled layers would recompile at every generated length")
     start = start_checkpoint(cfg)
+    check_engine_options(cfg)
     out = training.prepare_output(cfg, SECTION)
     if out.done is not None:
         return out.done
     out_dir, resume_from = out.dir, out.resume_from
     problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)  # fail fast on bad data
     training.quiet_hf_logging()
+    run = setup_ppo(cfg, start, problems, out_dir, resume_from)
+    trainer = run.trainer
+    progress = training.progress_callback(cfg.algo)
+    training.add_progress(trainer, progress)
+    summary = training.train_and_summarise(
+        trainer, SECTION, out_dir, resume_from, progress,
+        extra={"prompts": len(run.dataset), "num_generations": cfg.num_generations,
+               **training.stage_summary_fields(cfg)},
+        oom_advice=OOM_ADVICE,
+    )
+    summary.update(run.reward.totals())
+    summary.update(generation_totals(run.sampler, trainer, summary["seconds"], cfg.engine))
+    training.drop_reference_adapter(trainer.model)
+    trainer.save_model(str(out_dir))
+    if trainer.is_world_process_zero():
+        from looper_cli.scoring import BANDIT_STATE_NAME, save_bandit
 
+        save_bandit(run.reward.bandit, out_dir / BANDIT_STATE_NAME)
+    training.save_tokenizer_and_config(run.tokenizer, cfg, SECTION, out_dir)
+    training.write_summary(summary, out_dir, trainer.is_world_process_zero())
+    return summary
+
+
+OOM_ADVICE = ("lower --batch-size or --max-new-tokens, or turn on --gradient-checkpointing "
+              "(with --keep-engine-memory, also lower --gpu-memory-utilization or --kv-cache-gib)")
+
+
+@dataclass
+class PPORun:
+    """A trainer ready to train, and the pieces run_ppo reads afterwards."""
+
+    trainer: Any
+    reward: "RegimeWReward"
+    sampler: Any  # ppo_rollout.GroupSampler
+    tokenizer: Any
+    dataset: Any
+
+
+def setup_ppo(cfg: PPOStageConfig, start: Path, problems: list[Problem], out_dir: Path,
+              resume_from: Optional[str]) -> PPORun:
+    """Policy, dataset, reward (with its bandit), engine sampler and trainer,
+    with the callback that saves the bandit in each checkpoint."""
+    from looper_cli.ppo_rollout import GroupSampler
     from looper_cli.reward import RewardWeights
 
     model, tokenizer, adapter = training.load_trainable_policy(start, cfg.base_model, "--sft/--dpo")
@@ -130,26 +183,44 @@ def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
     dataset = ppo_dataset(problems, tokenizer, cfg.template)
     reward = RegimeWReward(load_bandit_state(cfg, out_dir, resume_from),
                            RewardWeights(cfg.alpha, cfg.beta, cfg.gamma))
-    progress = training.progress_callback(cfg.algo)
-    trainer = build_trainer(cfg, model, tokenizer, dataset, reward, out_dir,
+    sampler = GroupSampler(cfg.engine, engine_config(cfg), keep_memory=cfg.keep_engine_memory)
+    trainer = build_trainer(cfg, model, tokenizer, dataset, reward, out_dir, sampler,
                             peft_config=None if adapter is not None or cfg.full else training.lora_config(cfg))
-    training.add_progress(trainer, progress)
     trainer.add_callback(bandit_saver(reward, out_dir))
-    summary = training.train_and_summarise(
-        trainer, SECTION, out_dir, resume_from, progress,
-        extra={"prompts": len(dataset), "num_generations": cfg.num_generations,
-               **training.stage_summary_fields(cfg)},
-    )
-    summary.update(reward.totals())
-    training.drop_reference_adapter(trainer.model)
-    trainer.save_model(str(out_dir))
-    if trainer.is_world_process_zero():
-        from looper_cli.scoring import BANDIT_STATE_NAME, save_bandit
+    return PPORun(trainer, reward, sampler, tokenizer, dataset)
 
-        save_bandit(reward.bandit, out_dir / BANDIT_STATE_NAME)
-    training.save_tokenizer_and_config(tokenizer, cfg, SECTION, out_dir)
-    training.write_summary(summary, out_dir, trainer.is_world_process_zero())
-    return summary
+
+def engine_config(cfg: PPOStageConfig) -> Any:
+    from looper_cli.engine.api import EngineConfig
+
+    return EngineConfig(max_seqs=cfg.max_seqs, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                        kv_cache_gib=cfg.kv_cache_gib)
+
+
+def check_engine_options(cfg: PPOStageConfig) -> None:
+    if not 0 < cfg.gpu_memory_utilization <= 1:
+        raise UserError(f"--gpu-memory-utilization must be in (0, 1], not {cfg.gpu_memory_utilization}")
+    if cfg.kv_cache_gib is not None and cfg.kv_cache_gib <= 0:
+        raise UserError(f"--kv-cache-gib must be above 0, not {cfg.kv_cache_gib}")
+    if cfg.max_seqs < cfg.num_generations:
+        raise UserError(f"--max-seqs ({cfg.max_seqs}) must hold one group of --num-generations "
+                        f"({cfg.num_generations}): a group is sampled together")
+
+
+def generation_totals(sampler: Any, trainer: Any, seconds: float, engine: str) -> dict[str, Any]:
+    """Generation against the rest of the run, over all processes: tokens
+    summed, generation time of the slowest process (they sample side by side)."""
+    import torch
+
+    local = torch.tensor([[float(sampler.tokens), sampler.seconds]], dtype=torch.float64,
+                         device=trainer.accelerator.device)
+    every = trainer.accelerator.gather(local)
+    tokens, generating = int(every[:, 0].sum().item()), float(every[:, 1].max().item())
+    return {"engine": sampler.engine_name or engine,
+            "generated_tokens": tokens,
+            "generation_seconds": round(generating, 3),
+            "training_seconds": round(max(0.0, seconds - generating), 3),  # scoring, forward/backward, optimizer, saving
+            "generated_tokens_per_s": round(tokens / generating, 1) if generating > 0 else None}
 
 
 def start_checkpoint(cfg: PPOStageConfig) -> Path:
@@ -177,7 +248,10 @@ def ppo_dataset(problems: list[Problem], tokenizer: Any, template: Template) -> 
 
 
 def build_trainer(cfg: PPOStageConfig, model: Any, tokenizer: Any, dataset: Any, reward: Any,
-                  out_dir: Path, peft_config: Any) -> Any:
+                  out_dir: Path, sampler: Any, peft_config: Any) -> Any:
+    """GRPOTrainer with `sampler` as its rollout_func, or RLOOTrainer sampling
+    through it. `sampler=None` leaves TRL's own transformers sampling (the
+    benchmark's baseline: how ppo sampled before the engine)."""
     device = training.train_device()
     common = dict(
         opts=cfg, out_dir=out_dir, device=device,
@@ -192,12 +266,18 @@ def build_trainer(cfg: PPOStageConfig, model: Any, tokenizer: Any, dataset: Any,
     if cfg.algo == "rloo":
         from trl import RLOOConfig, RLOOTrainer
 
-        return RLOOTrainer(model=model, reward_funcs=[reward], args=training.trl_config(RLOOConfig, **common),
-                           train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+        from looper_cli.ppo_rollout import rloo_trainer_class
+
+        trainer_class = RLOOTrainer if sampler is None else rloo_trainer_class(sampler)
+        return trainer_class(model=model, reward_funcs=[reward], args=training.trl_config(RLOOConfig, **common),
+                             train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     from trl import GRPOConfig, GRPOTrainer
 
-    return GRPOTrainer(model=model, reward_funcs=[reward], args=training.trl_config(GRPOConfig, **common),
-                       train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    with warnings.catch_warnings():  # TRL marks rollout_func, its generation hook, experimental
+        warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
+        return GRPOTrainer(model=model, reward_funcs=[reward], args=training.trl_config(GRPOConfig, **common),
+                           train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+                           rollout_func=sampler)
 
 
 def load_bandit_state(cfg: PPOStageConfig, out_dir: Path, resume_from: Optional[str]) -> Any:

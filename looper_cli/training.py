@@ -288,10 +288,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# The few numbers worth watching beside the bar, by their log key: dpo's margins, ppo's mean
+# reward, accuracy and generated tokens/s (all processes).
+SHORT_LOGS = {"loss": "loss", "reward": "reward", "accuracy": "accuracy", "rewards/margins": "margins",
+              "generation/tokens_per_s": "gen tok/s"}
+
+
 def _short_logs(logs: dict[str, Any]) -> str:
-    """The few numbers worth watching, beside the bar."""
-    keys = ("loss", "reward", "accuracy", "rewards/margins")
-    return "  ".join(f"{k.split('/')[-1]}={logs[k]:.4g}" for k in keys if _is_number(logs.get(k)))
+    return "  ".join(f"{label}={logs[k]:.4g}" for k, label in SHORT_LOGS.items() if _is_number(logs.get(k)))
 
 
 def quiet_hf_logging() -> None:
@@ -320,18 +324,23 @@ def add_progress(trainer: Any, progress: Any) -> None:
     trainer.add_callback(progress)
 
 
+OOM_ADVICE = ("lower --batch-size or --max-length (with --compile, --activation-budget; without it, "
+              "--gradient-checkpointing)")
+
+
 def train_and_summarise(trainer: Any, stage: str, out_dir: Path, resume_from: Optional[str],
-                        progress: Any, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """Train (resuming when asked), then build, write and print the summary."""
+                        progress: Any, extra: Optional[dict[str, Any]] = None,
+                        oom_advice: str = OOM_ADVICE) -> dict[str, Any]:
+    """Train (resuming when asked), then build, write and print the summary;
+    out of GPU memory, one line with `oom_advice`."""
     import torch
 
     started = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=resume_from)
     except torch.OutOfMemoryError:
-        raise UserError(f"{stage} ran out of GPU memory at step {trainer.state.global_step}: lower --batch-size "
-                        "or --max-length (with --compile, --activation-budget; without it, "
-                        "--gradient-checkpointing); checkpoints written so far are kept") from None
+        raise UserError(f"{stage} ran out of GPU memory at step {trainer.state.global_step}: {oom_advice}; "
+                        "checkpoints written so far are kept") from None
     seconds = time.perf_counter() - started
     state = trainer.state
     losses = progress.losses or ([float(result.training_loss)] if _is_number(result.training_loss) else [])
@@ -378,6 +387,11 @@ def write_summary(summary: dict[str, Any], out_dir: Path, is_main: bool = True) 
     print_summary(summary)
 
 
+# ppo's split of the run between sampling and the rest.
+GENERATION_ROWS = (("engine", "engine"), ("generation_seconds", "generation (s)"),
+                   ("training_seconds", "training (s)"), ("generated_tokens_per_s", "generated tokens/s"))
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -389,6 +403,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             ("tokens/s, 2nd half", summary.get("second_half_tokens_per_s")),
             ("peak GPU GiB", summary.get("peak_gpu_gib")), ("output", summary.get("output_dir"))]
     rows += [(k, v) for k, v in summary.items() if k.startswith(("mean_reward", "accuracy"))]
+    rows += [(label, summary[k]) for k, label in GENERATION_ROWS if k in summary]
     for name, value in rows:
         table.add_row(name, _format_number(value))
     Console().print(table)

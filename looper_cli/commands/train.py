@@ -164,6 +164,21 @@ def ppo(
     attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help="The policy's "
                                                       "attention: sdpa (the model's default) or eager.",
                                                       show_default=False),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Sampling engine: auto (fast for Llama-family "
+                                         "models on CUDA, else hf), fast (the paged engine, in-process on the live "
+                                         "LoRA weights) or hf (transformers generate, any model).",
+                                         show_default=False),
+    gpu_memory_utilization: Optional[float] = typer.Option(
+        None, "--gpu-memory-utilization", help="Share of the whole GPU, trainer included, the engine's KV cache "
+        "may fill up to. Default: 0.9.", show_default=False),
+    kv_cache_gib: Optional[float] = typer.Option(None, "--kv-cache-gib", help="An explicit KV cache size in GiB "
+                                                 "(wins over --gpu-memory-utilization).", show_default=False),
+    max_seqs: Optional[int] = typer.Option(None, "--max-seqs", help="Sequences the engine decodes together. "
+                                           "Default: 256.", show_default=False),
+    keep_engine_memory: Optional[bool] = typer.Option(
+        None, "--keep-engine-memory/--release-engine-memory", help="Keep the engine's KV cache and CUDA graphs "
+        "between steps (faster when trainer and cache fit together) instead of giving the memory to the "
+        "training step. Default: release.", show_default=False),
     base_model: Optional[str] = _BASE, full: Optional[bool] = _FULL, lora_r: Optional[int] = _LORA_R,
     lora_alpha: Optional[int] = _LORA_ALPHA, lora_targets: Optional[str] = _LORA_TARGETS,
     epochs: Optional[float] = _EPOCHS, max_steps: Optional[int] = _MAX_STEPS, lr: Optional[float] = _LR,
@@ -181,7 +196,9 @@ def ppo(
     prompt gets `--num-generations` sampled answers, Regime W scores the group,
     reward = alpha*correct + beta*s_wm - gamma*length_penalty, and TRL's
     GRPOTrainer (or RLOOTrainer with `--algo rloo`) takes the clipped policy step.
-    The arm bandit's state is kept in bandit.json next to the output.
+    The K answers of a prompt are sampled together by `--engine`, in this process,
+    on the weights the last step updated. The arm bandit's state is kept in
+    bandit.json next to the output.
 
     Example: `looper ppo --sft checkpoints/r1/sft --data gsm8k --num-generations 8 --gpus 8 --run r1`
     """
