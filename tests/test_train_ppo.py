@@ -57,7 +57,12 @@ def test_ppo_grpo_trains_logs_reward_and_saves_bandit(warm_tiny_model: Path, tmp
     assert not (out / "ref").exists()
     assert 'attn_implementation = "eager"' in (out / "config.toml").read_text()
     logs = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"][0]
-    assert "rewards/regime_w/mean" in logs and "s_wm" in logs
+    assert "rewards/regime_w/mean" in logs and "s_wm" in logs and logs["generation/tokens_per_s"] > 0
+    assert summary["engine"] == "hf"  # auto on CPU
+    assert 0 < summary["generated_tokens"] <= 2 * 8 * 40  # steps x completions x --max-new-tokens
+    assert summary["generation_seconds"] > 0 and summary["training_seconds"] > 0
+    assert abs(summary["generation_seconds"] + summary["training_seconds"] - summary["seconds"]) < 0.01
+    assert "generation (s)" in result.stdout and "training (s)" in result.stdout
 
     from regime_w_core import Bandit
 
@@ -75,9 +80,10 @@ def test_ppo_rloo_resumes_from_checkpoint_with_its_bandit(warm_tiny_model: Path,
     (out / "summary.json").unlink()  # as if killed after checkpoint-1
     summary = run_ppo(PPOStageConfig(max_steps=2, resume=True, **options))  # type: ignore[arg-type]
     assert Path(summary["resumed_from"]).name == "checkpoint-1" and summary["steps"] == 2
+    assert summary["engine"] == "hf" and summary["generated_tokens"] > 0  # RLOO samples through the engine too
 
 
-@pytest.mark.parametrize("case", ["both-starts", "no-start", "split-groups"])
+@pytest.mark.parametrize("case", ["both-starts", "no-start", "split-groups", "memory-share", "group-over-max-seqs"])
 def test_ppo_user_errors_are_one_line(case: str, tmp_path: Path, cli) -> None:
     start = tmp_path / "start"
     start.mkdir()
@@ -85,6 +91,8 @@ def test_ppo_user_errors_are_one_line(case: str, tmp_path: Path, cli) -> None:
         "both-starts": ["--sft", start, "--dpo", start],
         "no-start": [],
         "split-groups": ["--sft", start, "--num-generations", "3", "--batch-size", "8"],
+        "memory-share": ["--sft", start, "--gpu-memory-utilization", "1.5"],
+        "group-over-max-seqs": ["--sft", start, "--num-generations", "8", "--max-seqs", "4"],
     }[case]
     result = cli("ppo", "--data", "synthetic:4", *args, "-o", tmp_path / "out")
     assert result.returncode == 2, result.stderr[-2000:]
