@@ -20,7 +20,8 @@ Cases:
   small  8b's recipe on the small shape (a smoke run on CPU).
 Paths:
   fast       --engine fast: KV cache released after each generation phase (the default)
-  fast-keep  --engine fast --keep-engine-memory: cache and CUDA graphs kept between steps
+  fast-keep  --engine fast --keep-engine-memory --kv-cache-gib 8: cache and CUDA graphs kept
+             between steps
   hf         --engine hf: transformers generate behind the same hook (HFGenerator)
   trl        TRL's own transformers generate (no rollout_func): the path before the engine
 
@@ -76,9 +77,11 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     training.quiet_hf_logging()
     steps = args.steps or DEFAULT_STEPS[case]
     recipe = {**RECIPES[case], **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})}
+    # A kept cache sits beside the training step: a fixed size, not 90% of the GPU.
+    keep = dict(keep_engine_memory=True, kv_cache_gib=args.keep_kv_gib) if path == "fast-keep" else {}
     cfg = PPOStageConfig(output=Path(args.workdir) / f"{case}-{path}", max_steps=args.warmup + steps,
                          save_steps=10**6, logging_steps=1, engine="hf" if path == "hf" else "fast",
-                         keep_engine_memory=path == "fast-keep", **recipe)  # type: ignore[arg-type]
+                         **keep, **recipe)  # type: ignore[arg-type]
     model, tokenizer = load_policy(case, args)
     if case in RANDOM_SHAPES:
         bias_eos(model, tokenizer.eos_token_id, cfg.temperature, args.eos_rate)
@@ -200,15 +203,19 @@ def main() -> None:
     args = parse_args()
     if args.child:
         case, path = args.child
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # as looper ppo sets it
         row = run_one(case, path, args)
         print("RESULT " + json.dumps(row), flush=True)
         return
     rows = []
     started = time.perf_counter()
-    for case in args.cases.split(","):
-        for path in (args.paths or DEFAULT_PATHS[case]).split(","):
-            rows.append(run_child(case, path, args))
-            print(json.dumps(rows[-1]), flush=True)
+    for case, path in planned_runs(args):
+        left = args.budget - (time.perf_counter() - started)
+        if left < 30:
+            rows.append(dict(case=case, path=path, error=f"skipped: the {args.budget:.0f} s budget is spent"))
+            continue
+        rows.append(run_child(case, path, args, timeout=min(args.child_timeout, left)))
+        print(json.dumps(rows[-1]), flush=True)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "gpu_ppo.json").write_text(json.dumps(rows, indent=1))
@@ -216,15 +223,23 @@ def main() -> None:
     print_table(rows)
 
 
-def run_child(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
+def planned_runs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Every case's engine and TRL runs first, the extras after: a spent
+    budget cuts the least needed."""
+    runs = [(case, path) for case in args.cases.split(",")
+            for path in (args.paths or DEFAULT_PATHS[case]).split(",")]
+    return sorted(runs, key=lambda run: run[1] not in ("fast", "trl"))
+
+
+def run_child(case: str, path: str, args: argparse.Namespace, timeout: float) -> dict[str, Any]:
     print(f"== {case} / {path}", flush=True)
     command = [sys.executable, __file__, "--child", case, path, *sys.argv[1:]]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.child_timeout)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as err:
-        tail = (err.stdout or b"")[-600:] if isinstance(err.stdout, bytes) else (err.stdout or "")[-600:]
-        print(tail, flush=True)
-        return dict(case=case, path=path, error=f"timeout after {args.child_timeout} s")
+        out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        print(out[-600:], flush=True)
+        return dict(case=case, path=path, error=f"timeout after {timeout:.0f} s")
     sys.stdout.write("".join(line + "\n" for line in done.stdout.splitlines() if line.startswith("  step")))
     result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not result:
@@ -244,10 +259,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if "error" in r:
             print(f"{r['case']:6} {r['path']:10} {r['error']}")
             continue
-        speedup = baseline.get(r["case"], 0) / r["step_s"] if r["step_s"] else 0
+        speedup = f"{baseline[r['case']] / r['step_s']:6.1f}" if r["case"] in baseline and r["step_s"] else "     -"
         print(f"{r['case']:6} {r['path']:10} {r['step_s']:8.2f} {r['generation_s']:8.2f} {r['training_s']:8.2f} "
               f"{100 * (r['generation_share'] or 0):6.1f} {r['generation_tokens_per_s'] or 0:10,.0f} "
-              f"{r['mean_completion_tokens']:8.1f} {speedup:6.1f} {r['peak_gpu_gib'] or 0:6.1f}")
+              f"{r['mean_completion_tokens']:8.1f} {speedup} {r['peak_gpu_gib'] or 0:6.1f}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -262,10 +277,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: smol 3, 8b 2)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps (compile, graph capture)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="override the cases' (smoke runs)")
+    parser.add_argument("--keep-kv-gib", type=float, default=8.0, help="fast-keep's KV cache (GiB)")
     parser.add_argument("--eos-rate", type=float, default=0.01, help="random models: P(EOS) at each step")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--workdir", default="/tmp/gpu_ppo", help="trainer output folders")
     parser.add_argument("--child-timeout", type=float, default=240.0, help="seconds for one case x path")
+    parser.add_argument("--budget", type=float, default=450.0, help="seconds for all runs: later runs are "
+                        "cut short or skipped")
     parser.add_argument("--out", default=None, help="folder for gpu_ppo.json")
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
