@@ -111,10 +111,6 @@ class RegimeWReward:
             if accuracy is not None:
                 log_metric("accuracy", accuracy)
 
-    def totals(self) -> dict[str, Optional[float]]:
-        return {"mean_reward": self.reward_sum / self.seen if self.seen else None,
-                "accuracy": self.correct_sum / self.known if self.known else None}
-
 
 def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
     """Train with the Regime W reward; save the adapter (or model), tokenizer,
@@ -140,8 +136,7 @@ def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
                **training.stage_summary_fields(cfg)},
         oom_advice=OOM_ADVICE,
     )
-    summary.update(run.reward.totals())
-    summary.update(generation_totals(run.sampler, trainer, summary["seconds"], cfg.engine))
+    summary.update(totals_over_processes(run, summary["seconds"], cfg.engine))
     training.drop_reference_adapter(trainer.model)
     trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
@@ -207,19 +202,24 @@ def check_engine_options(cfg: PPOStageConfig) -> None:
                         f"({cfg.num_generations}): a group is sampled together")
 
 
-def generation_totals(sampler: Any, trainer: Any, seconds: float, engine: str) -> dict[str, Any]:
-    """Generation against the rest of the run, over all processes: tokens
-    summed, generation time of the slowest process (they sample side by side)."""
+def totals_over_processes(run: PPORun, seconds: float, engine: str) -> dict[str, Any]:
+    """Reward and generation figures of every process (each counts its own):
+    sums, and the generation time of the slowest process (they sample side
+    by side); `training_seconds` is the rest of the run: scoring, forward
+    and backward, optimizer, checkpoints."""
     import torch
 
-    local = torch.tensor([[float(sampler.tokens), sampler.seconds]], dtype=torch.float64,
-                         device=trainer.accelerator.device)
-    every = trainer.accelerator.gather(local)
-    tokens, generating = int(every[:, 0].sum().item()), float(every[:, 1].max().item())
-    return {"engine": sampler.engine_name or engine,
-            "generated_tokens": tokens,
+    reward, sampler, accelerator = run.reward, run.sampler, run.trainer.accelerator
+    local = [reward.seen, reward.reward_sum, reward.known, reward.correct_sum, sampler.tokens, sampler.seconds]
+    every = accelerator.gather(torch.tensor([local], dtype=torch.float64, device=accelerator.device))
+    seen, reward_sum, known, correct, tokens = every[:, :5].sum(dim=0).tolist()
+    generating = float(every[:, 5].max())
+    return {"mean_reward": reward_sum / seen if seen else None,
+            "accuracy": correct / known if known else None,
+            "engine": sampler.engine_name or engine,
+            "generated_tokens": int(tokens),
             "generation_seconds": round(generating, 3),
-            "training_seconds": round(max(0.0, seconds - generating), 3),  # scoring, forward/backward, optimizer, saving
+            "training_seconds": round(max(0.0, seconds - generating), 3),
             "generated_tokens_per_s": round(tokens / generating, 1) if generating > 0 else None}
 
 

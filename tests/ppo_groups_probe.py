@@ -1,6 +1,6 @@
 """`looper ARGS` as one process of a torchrun launch (what each child of
 `looper ppo --gpus N` runs), noting what each Regime W reward call scores:
-one JSON line per call, {"question_id": [...], "tokens": N}, in
+one JSON line per call, {"question_id": [...], "tokens": N, "rewards": [...]}, in
 $PROBE_DIR/rank-<RANK>.jsonl. Used by tests/test_ppo_rollout.py."""
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ score = RegimeWReward.__call__
 
 
 def noted_score(self: RegimeWReward, **columns: Any) -> list[float]:
-    note = {"question_id": list(columns["question_id"]), "tokens": sum(map(len, columns["completion_ids"]))}
+    rewards = score(self, **columns)
+    note = {"question_id": list(columns["question_id"]), "tokens": sum(map(len, columns["completion_ids"])),
+            "rewards": rewards}
     with (Path(os.environ["PROBE_DIR"]) / f"rank-{os.environ['RANK']}.jsonl").open("a") as f:
         f.write(json.dumps(note) + "\n")
-    return score(self, **columns)
+    return rewards
 
 
 RegimeWReward.__call__ = noted_score  # type: ignore[method-assign]

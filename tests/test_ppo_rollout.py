@@ -191,7 +191,7 @@ def test_two_processes_score_whole_groups_and_sum_their_tokens(warm_tiny_model: 
     """The child command of `looper ppo --gpus 2`, in 2 CPU processes (torchrun,
     gloo): each Regime W call sees K completions of each of its questions, in
     runs, none of its questions on the other process; summary.json counts the
-    tokens of both."""
+    tokens and rewards of both."""
     probe, out = tmp_path / "probe", tmp_path / "ppo"
     probe.mkdir()
     env = {**os.environ, "LOOPER_LAUNCHED": "1", "CUDA_VISIBLE_DEVICES": "", "PROBE_DIR": str(probe),
@@ -212,6 +212,8 @@ def test_two_processes_score_whole_groups_and_sum_their_tokens(warm_tiny_model: 
         assert step[0]["question_id"][0] != step[1]["question_id"][0]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["generated_tokens"] == sum(call["tokens"] for rank in calls for call in rank)
+    rewards = [r for rank in calls for call in rank for r in call["rewards"]]
+    assert summary["mean_reward"] == pytest.approx(sum(rewards) / len(rewards))
     assert summary["engine"] == "hf" and summary["steps"] == 2
 
 
