@@ -186,6 +186,7 @@ def setup_ppo(cfg: PPOStageConfig, start: Path, problems: list[Problem], out_dir
 
 
 def engine_config(cfg: PPOStageConfig) -> Any:
+    """The engine's settings (ppo's own `max_seqs`: its --batch-size counts completions a step)."""
     from looper_cli.engine.api import EngineConfig
 
     return EngineConfig(max_seqs=cfg.max_seqs, gpu_memory_utilization=cfg.gpu_memory_utilization,
@@ -193,13 +194,14 @@ def engine_config(cfg: PPOStageConfig) -> Any:
 
 
 def check_engine_options(cfg: PPOStageConfig) -> None:
-    if not 0 < cfg.gpu_memory_utilization <= 1:
-        raise UserError(f"--gpu-memory-utilization must be in (0, 1], not {cfg.gpu_memory_utilization}")
-    if cfg.kv_cache_gib is not None and cfg.kv_cache_gib <= 0:
-        raise UserError(f"--kv-cache-gib must be above 0, not {cfg.kv_cache_gib}")
+    """Before any model loads: a group must fit the sequences in flight, and
+    the memory options must be sane (the engine's own check)."""
     if cfg.max_seqs < cfg.num_generations:
         raise UserError(f"--max-seqs ({cfg.max_seqs}) must hold one group of --num-generations "
                         f"({cfg.num_generations}): a group is sampled together")
+    from looper_cli.engine.generator import check_engine_config
+
+    check_engine_config(engine_config(cfg))
 
 
 def totals_over_processes(run: PPORun, seconds: float, engine: str) -> dict[str, Any]:

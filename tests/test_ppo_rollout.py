@@ -5,7 +5,6 @@ weights after an optimizer step, and out of memory as one line."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess
@@ -110,20 +109,7 @@ def greedy_reference(model: Any, prompt: list[int], steps: int, eos: int) -> tup
     return ids[len(prompt):], logprobs, first
 
 
-def paged_engine_landed() -> bool:
-    """The paged FastGenerator (issue 14) takes an EngineConfig and returns
-    log-probs; the engine before it takes `compile_layers` and cannot."""
-    from looper_cli.engine import generator
-
-    return "config" in inspect.signature(generator.FastGenerator.__init__).parameters
-
-
-FAST = pytest.param("fast", marks=pytest.mark.xfail(
-    condition=not paged_engine_landed(), strict=True,
-    reason="needs the paged FastGenerator of issue 14 (EngineConfig, logprobs); inert once it lands"))
-
-
-@pytest.mark.parametrize("engine", ["hf", FAST])
+@pytest.mark.parametrize("engine", ["hf", "fast"])
 def test_engine_samples_the_updated_policy_after_an_optimizer_step(engine: str, warm_tiny_model: Path,
                                                                    tmp_path: Path) -> None:
     """The generator built for step 1's samples (kept across the step, as a

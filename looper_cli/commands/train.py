@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from looper_cli.app import app
-from looper_cli.commands.common import config_option, gpus_option
+from looper_cli.commands.common import config_option, gpu_memory_option, gpus_option, kv_cache_option
 
 # Options the three training stages share, defined once.
 _RUN = typer.Option(None, "--run", help="Run name: output goes to checkpoints/RUN/STAGE. Default: default.",
@@ -168,11 +168,8 @@ def ppo(
                                          "models on CUDA, else hf), fast (the paged engine, in-process on the live "
                                          "LoRA weights) or hf (transformers generate, any model).",
                                          show_default=False),
-    gpu_memory_utilization: Optional[float] = typer.Option(
-        None, "--gpu-memory-utilization", help="Share of the whole GPU, trainer included, the engine's KV cache "
-        "may fill up to. Default: 0.9.", show_default=False),
-    kv_cache_gib: Optional[float] = typer.Option(None, "--kv-cache-gib", help="An explicit KV cache size in GiB "
-                                                 "(wins over --gpu-memory-utilization).", show_default=False),
+    gpu_memory_utilization: Optional[float] = gpu_memory_option(),
+    kv_cache_gib: Optional[float] = kv_cache_option(),
     max_seqs: Optional[int] = typer.Option(None, "--max-seqs", help="Sequences the engine decodes together. "
                                            "Default: 256.", show_default=False),
     keep_engine_memory: Optional[bool] = typer.Option(
