@@ -186,11 +186,15 @@ def setup_ppo(cfg: PPOStageConfig, start: Path, problems: list[Problem], out_dir
 
 
 def engine_config(cfg: PPOStageConfig) -> Any:
-    """The engine's settings (ppo's own `max_seqs`: its --batch-size counts completions a step)."""
+    """The engine's settings (ppo's own `max_seqs`: its --batch-size counts
+    completions a step). A generation phase holds at most this process's
+    completions of one optimizer step (TRL generates for grad_accum
+    micro-batches at once), so no more rows are asked for: the KV cache the
+    engine sizes for them, and takes again every phase, stays that small."""
     from looper_cli.engine.api import EngineConfig
 
-    return EngineConfig(max_seqs=cfg.max_seqs, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                        kv_cache_gib=cfg.kv_cache_gib)
+    return EngineConfig(max_seqs=min(cfg.max_seqs, cfg.batch_size * cfg.grad_accum),
+                        gpu_memory_utilization=cfg.gpu_memory_utilization, kv_cache_gib=cfg.kv_cache_gib)
 
 
 def check_engine_options(cfg: PPOStageConfig) -> None:

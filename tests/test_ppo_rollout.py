@@ -76,6 +76,7 @@ def test_rollout_hook_gets_k_copies_samples_each_prompt_once_and_returns_aligned
     assert rows == [p for p in heads for _ in range(K)] and len(set(heads)) == 2
     [(sent, cfg)] = calls
     assert sent == tokenizer(text=heads)["input_ids"]
+    assert run.sampler.config.max_seqs == 8  # rows in flight: this step's completions, not the default 256
     assert (cfg.samples, cfg.logprobs, cfg.temperature, cfg.top_p) == (K, True, 0.7, 1.0)
 
     assert "old_per_token_logps" not in out  # TRL's loss takes per_token_logps.detach() as the old ones
