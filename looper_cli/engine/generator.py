@@ -72,8 +72,8 @@ class FastGenerator:
             with torch.inference_mode():
                 self._run([make_group(i, p, cfg) for i, p in enumerate(prompts)], cfg, done)
         except torch.OutOfMemoryError:
-            raise UserError("out of GPU memory while generating; lower --batch-size (sequences in flight) "
-                            "or --gpu-memory-utilization; finished groups are kept") from None
+            raise UserError("out of GPU memory while generating; lower the sequences in flight (--batch-size; "
+                            "--max-seqs in ppo) or --gpu-memory-utilization; finished groups are kept") from None
         finally:
             self.model.train(was_training)
         self.stats.seconds += time.perf_counter() - started
@@ -198,7 +198,7 @@ class FastGenerator:
             raise UserError("a generation needs at least one completion per prompt")
         if cfg.group_size > self.config.max_seqs:
             raise UserError(f"{cfg.group_size} completions per prompt do not fit {self.config.max_seqs} "
-                            "sequences in flight; raise --batch-size")
+                            "sequences in flight; raise --batch-size (--max-seqs in ppo)")
         if cfg.max_new_tokens < 0:
             raise UserError("--max-new-tokens must be 0 or more")
         if any(len(p) == 0 for p in prompts):
@@ -207,7 +207,8 @@ class FastGenerator:
 
 def check_engine_config(config: EngineConfig) -> None:
     """Engine options: one clear line for each bad value."""
-    positive = {"--batch-size": config.max_seqs, "max_batched_tokens": config.max_batched_tokens,
+    positive = {"sequences in flight (--batch-size; --max-seqs in ppo)": config.max_seqs,
+                "max_batched_tokens": config.max_batched_tokens,
                 "block_size": config.block_size, "decode_steps": config.decode_steps}
     for name, value in positive.items():
         if value < 1:

@@ -155,7 +155,8 @@ class ModelRunner:
 
     def _no_room_message(self, affordable: int) -> str:
         return (f"no room for a KV cache: {affordable} block(s) of {self.block_bytes / 2**20:.1f} MiB fit "
-                "beside the model; raise --gpu-memory-utilization or --kv-cache-gib, or lower --batch-size")
+                "beside the model; raise --gpu-memory-utilization or --kv-cache-gib, or lower the sequences in "
+                "flight (--batch-size; --max-seqs in ppo)")
 
     def _build_rope(self, length: int) -> None:
         """cos/sin for every position once, from the model's own rotary module

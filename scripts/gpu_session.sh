@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU figures of issues 14 and 15 in three consecutive calls on one warm H200
+# (an upload is capped at 64 MiB, so the SmolLM2 GGUF travels in two halves).
+# Inputs in .gpu/ (git-ignored; see docs/perf-notes.md "Device setup"): static_engine/
+# (scripts/static_engine.sh), gguf_a/ gguf_b/ gguf.sha256 (the GGUF split), data/ (GSM8K),
+# whl/ (trl, datasets 5.2 + deps, the looper wheel), whl_alt/ (datasets 4.7 for pyarrow < 24).
+#   call a (carry .gpu/static_engine .gpu/gguf_a .gpu/gguf.sha256 .gpu/data .gpu/whl .gpu/whl_alt):
+#          bash scripts/gpu_session.sh a   -> engine checks, 8B-shape rollout: paged vs static vs HF
+#   call b (carry .gpu/static_engine .gpu/gguf_b): bash scripts/gpu_session.sh b
+#          -> SmolLM2 on GSM8K: paged vs static vs HF; PPO steps (smol): engine vs TRL's sampling
+#   call c: bash scripts/gpu_session.sh c   -> PPO steps on the 8B shape: engine vs TRL's sampling
+set -uo pipefail
+phase=$1
+G=/tmp/gg M=/tmp/gg/SmolLM2-135M-Instruct.Q4_1.gguf
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH=/tmp/site:$PWD/.gpu:$PWD
+mkdir -p $G ${OUT:=/tmp/out}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if [ "$phase" = a ]; then
+  cp .gpu/gguf_a/* .gpu/gguf.sha256 $G/ && cp -r .gpu/data $G/
+  arrow=$(python3 -c 'import pyarrow; print(pyarrow.__version__.split(".")[0])')
+  if [ "$arrow" -ge 24 ]; then wheels=".gpu/whl/*.whl"; else wheels=".gpu/whl/trl-*.whl .gpu/whl/looper-*.whl .gpu/whl_alt/*.whl"; fi
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $wheels
+  rm -rf /tmp/site/looper_cli  # the wheel's copy: run the tree's looper_cli with the wheel's compiled core
+  python3 -c 'import pyarrow, torch, transformers, trl, datasets, regime_w_core; print("pyarrow", pyarrow.__version__, "torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "datasets", datasets.__version__)'
+  timeout 520 python3 benchmarks/bench_engine.py check,rollout --prompts ${PROMPTS:-512} --max-seqs 256,512 \
+      --out $OUT/a 2>&1 | grep -v '^{' | tee $OUT/a.log
+fi
+if [ "$phase" = b ]; then
+  cat $G/smol.part00 .gpu/gguf_b/smol.part01 > $M && echo "$(cut -d' ' -f1 $G/gguf.sha256)  $M" | sha256sum -c -
+  timeout 200 python3 benchmarks/bench_engine.py real --model $M --data $G/data/gsm8k/train.jsonl --questions 1000 \
+      --real-cap 512 --max-seqs 512,1024 --static-batch 512 --out $OUT/b 2>&1 | grep -v '^{' | tee $OUT/b-engine.log
+  timeout 330 python3 benchmarks/gpu_ppo.py --cases smol --model $M --data $G/data/gsm8k --budget 300 \
+      --out $OUT/b 2>&1 | tee $OUT/b-ppo.log
+fi
+if [ "$phase" = c ]; then
+  timeout 560 python3 benchmarks/gpu_ppo.py --cases 8b --model $M --data $G/data/gsm8k --budget 520 \
+      --child-timeout 300 --out $OUT/c 2>&1 | tee $OUT/c-ppo.log
+fi
