@@ -8,6 +8,9 @@ including EOS, what a caller gets back.
     PYTHONPATH=.gpu python benchmarks/bench_engine.py real --model SmolLM2.gguf --data gsm8k/train.jsonl
 
 Sections:
+  step       where a decode step's time goes (--step-shape, default SmolLM2's): one graph
+             replay against the wall time per step of a generation, with and without an
+             unmerged LoRA adapter.
   check      greedy of the paged engine on the GPU (CUDA graphs, compiled
              layers) equals transformers' greedy, also with a cache so small
              that sequences are preempted; samples do not depend on the cache.
@@ -197,6 +200,45 @@ def section_check(args) -> None:
            "% seqs", "96 rows vs 8 rows with preemption; top_p 0.9")
 
 
+def section_step(args) -> None:
+    """Where a decode step's time goes: one graph replay (GPU time of the
+    step, padding rows) against the wall time per decode step of a whole
+    generation (replays plus host work between rounds), with and without
+    an unmerged LoRA adapter, on the --step-shape."""
+    import torch
+    import triton.testing
+    from peft import LoraConfig, get_peft_model
+
+    from looper_cli.engine import EngineConfig, SamplingConfig
+    from looper_cli.engine.generator import FastGenerator
+
+    model = build_llama(args.step_shape, "cuda")
+    prompts = random_prompts(max(args.step_rows), 128, model.config.vocab_size, seed=4)
+    for lora in (False, True):
+        if lora:
+            model = get_peft_model(model, LoraConfig(r=args.step_lora_r, lora_alpha=2 * args.step_lora_r,
+                                                     target_modules="all-linear"))
+        for rows in args.step_rows:
+            engine = FastGenerator(model, id_tokenizer(), EngineConfig(max_seqs=rows))
+            engine.warm_up(128 + 256)
+            runner = engine.runner
+            runner._fill_inputs([], rows)
+            replay = triton.testing.do_bench(lambda: runner._run_step(rows, False), return_mode="median")
+            cfg = SamplingConfig(max_new_tokens=256, temperature=0.8, samples=1)
+            engine.generate_ids(prompts[:rows], cfg)  # prefill and sampler shapes compiled
+            engine.stats.reset()
+            seconds, _ = timed(lambda: engine.generate_ids(prompts[:rows], cfg))
+            wall = seconds / max(1, engine.stats.decode_steps) * 1000
+            note = f"{args.step_shape} random init, {'LoRA r=%d unmerged' % args.step_lora_r if lora else 'no adapter'}"
+            record("step", f"{rows} rows: graph replay", replay, "ms", note)
+            record("step", f"{rows} rows: wall per decode step", wall, "ms",
+                   f"{note}; 128-token prompts, 256 new tokens, no EOS; {engine.stats.decode_steps} steps")
+            del engine
+            torch.cuda.empty_cache()
+    del model
+    torch.cuda.empty_cache()
+
+
 def section_attention(args) -> None:
     import torch
     import triton.testing
@@ -280,6 +322,9 @@ def main() -> None:
     parser.add_argument("--skip-static", action="store_true")
     parser.add_argument("--hf-prompts", type=int, default=32)
     parser.add_argument("--attention-rows", type=int, default=256)
+    parser.add_argument("--step-shape", default="smol")
+    parser.add_argument("--step-rows", type=lambda s: [int(x) for x in s.split(",")], default=[64, 512])
+    parser.add_argument("--step-lora-r", type=int, default=128)
     parser.add_argument("--model", help="real: a model path or .gguf")
     parser.add_argument("--data", type=Path, help="real: GSM8K train .jsonl (or its folder)")
     parser.add_argument("--questions", type=int, default=1000)
@@ -291,9 +336,9 @@ def main() -> None:
 
     device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"device: {device}; torch {torch.__version__}", flush=True)
-    sections = {"check": section_check, "attention": section_attention, "rollout": section_rollout,
-                "real": section_real}
-    wanted = set(args.section.split(",")) if args.section != "all" else set(sections) - {"real"}
+    sections = {"check": section_check, "step": section_step, "attention": section_attention,
+                "rollout": section_rollout, "real": section_real}
+    wanted = set(args.section.split(",")) if args.section != "all" else set(sections) - {"real", "step"}
     for name, run in sections.items():
         if name in wanted:
             run(args)

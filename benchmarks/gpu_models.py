@@ -13,6 +13,10 @@ SHAPES = {
                rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                                 "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                 "original_max_position_embeddings": 8192}),
+    # SmolLM2-135M(-Instruct).
+    "smol": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                 intermediate_size=1536, vocab_size=49152, max_position_embeddings=8192,
+                 rope_parameters={"rope_type": "default", "rope_theta": 100000.0}),
     # For a smoke run of the benchmark on CPU.
     "small": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=352, vocab_size=512, max_position_embeddings=2048),

@@ -19,9 +19,9 @@ Cases:
          forward sees the same logits.
   small  8b's recipe on the small shape (a smoke run on CPU).
 Paths:
-  fast       --engine fast: KV cache released after each generation phase (the default)
-  fast-keep  --engine fast --keep-engine-memory --kv-cache-gib 8: cache and CUDA graphs kept
-             between steps
+  fast       --engine fast: KV cache and CUDA graphs kept between steps (the default)
+  fast-release  --engine fast --release-engine-memory: the cache goes back to training after
+             each generation phase, graphs are captured again
   hf         --engine hf: transformers generate behind the same hook (HFGenerator)
   trl        TRL's own transformers generate (no rollout_func): the path before the engine
 
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 RANDOM_SHAPES = {"8b": "8b", "small": "small"}
-DEFAULT_PATHS = {"smol": "fast,fast-keep,trl", "8b": "fast,trl", "small": "fast,trl"}
+DEFAULT_PATHS = {"smol": "fast,fast-release,trl", "8b": "fast,trl", "small": "fast,trl"}
 DEFAULT_STEPS = {"smol": 3, "8b": 2, "small": 2}
 # (completions a step, K, new tokens, temperature, LoRA r, eager attention, recompute)
 RECIPES = {
@@ -78,7 +78,7 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     steps = args.steps or DEFAULT_STEPS[case]
     recipe = {**RECIPES[case], **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})}
     # A kept cache sits beside the training step: a fixed size, not 90% of the GPU.
-    keep = dict(keep_engine_memory=True, kv_cache_gib=args.keep_kv_gib) if path == "fast-keep" else {}
+    keep = dict(keep_engine_memory=False) if path == "fast-release" else {}
     cfg = PPOStageConfig(output=Path(args.workdir) / f"{case}-{path}", max_steps=args.warmup + steps,
                          save_steps=10**6, logging_steps=1, engine="hf" if path == "hf" else "fast",
                          **keep, **recipe)  # type: ignore[arg-type]
@@ -268,8 +268,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="smol,8b", help="comma list of smol, 8b, small")
-    parser.add_argument("--paths", default=None, help="comma list of fast, fast-keep, hf, trl "
-                        "(default: smol fast,fast-keep,trl; 8b fast,trl)")
+    parser.add_argument("--paths", default=None, help="comma list of fast, fast-release, hf, trl "
+                        "(default: smol fast,fast-release,trl; 8b fast,trl)")
     parser.add_argument("--model", default=None, help="smol's checkpoint (folder or .gguf); its tokenizer "
                         "also serves the random models")
     parser.add_argument("--tokenizer", default=None, help="tokenizer for the random models (default: --model's)")
@@ -277,7 +277,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: smol 3, 8b 2)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps (compile, graph capture)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="override the cases' (smoke runs)")
-    parser.add_argument("--keep-kv-gib", type=float, default=8.0, help="fast-keep's KV cache (GiB)")
     parser.add_argument("--eos-rate", type=float, default=0.01, help="random models: P(EOS) at each step")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--workdir", default="/tmp/gpu_ppo", help="trainer output folders")

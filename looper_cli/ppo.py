@@ -57,7 +57,9 @@ class PPOStageConfig(LoraOptions, TrainOptions):
     gpu_memory_utilization: float = 0.9  # share of the whole GPU (trainer included) the engine may fill
     kv_cache_gib: Optional[float] = None  # an explicit KV cache size (wins over the share above)
     max_seqs: int = 256  # sequences the engine decodes together
-    keep_engine_memory: bool = False  # keep KV cache and CUDA graphs between steps (else given to training)
+    # Keep the KV cache and CUDA graphs between steps: the cache holds only one
+    # step's rows, and re-capturing graphs each step cost more than it saves.
+    keep_engine_memory: bool = True
 
 
 class RegimeWReward:

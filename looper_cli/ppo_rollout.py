@@ -51,11 +51,13 @@ Memory
     The engine's KV cache and the trainer share the GPU. The engine sizes the
     cache when a generation phase starts, from what the trainer leaves
     (`gpu_memory_utilization` is a share of the whole GPU, the trainer's
-    weights, gradients and optimizer state included), and by default the
-    phase ends with `release()`, so the training forward and backward get that
-    memory back. `keep_memory` keeps cache and CUDA graphs between phases
-    (nothing re-captured) when trainer and cache fit together. Out of memory
-    while sampling stops the run with one line naming what to lower.
+    weights, gradients and optimizer state included), never more than one
+    step's rows need. By default cache and CUDA graphs stay between phases
+    (re-capturing every graph at each step took more time than the cache's
+    memory was worth: 8B on an H200, docs/perf-notes.md); without
+    `keep_memory` each phase ends with `release()`, so the training forward and
+    backward get that memory back. Out of memory while sampling stops the run
+    with one line naming what to lower.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ if [ "$phase" = a ]; then
       --out $OUT/a 2>&1 | grep -v '^{' | tee $OUT/a.log
 fi
 if [ "$phase" = b ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl_b/*.whl
   cat $G/smol.part00 .gpu/gguf_b/smol.part01 > $M && echo "$(cut -d' ' -f1 $G/gguf.sha256)  $M" | sha256sum -c -
   timeout 200 python3 benchmarks/bench_engine.py real --model $M --data $G/data/gsm8k/train.jsonl --questions 1000 \
       --real-cap 512 --max-seqs 512,1024 --static-batch 512 --out $OUT/b 2>&1 | grep -v '^{' | tee $OUT/b-engine.log

@@ -174,8 +174,8 @@ def ppo(
                                            "Default: 256.", show_default=False),
     keep_engine_memory: Optional[bool] = typer.Option(
         None, "--keep-engine-memory/--release-engine-memory", help="Keep the engine's KV cache and CUDA graphs "
-        "between steps (faster when trainer and cache fit together) instead of giving the memory to the "
-        "training step. Default: release.", show_default=False),
+        "between steps (the cache holds one step's rows) or give that memory to the training step at "
+        "each step (graphs are then captured again). Default: keep.", show_default=False),
     base_model: Optional[str] = _BASE, full: Optional[bool] = _FULL, lora_r: Optional[int] = _LORA_R,
     lora_alpha: Optional[int] = _LORA_ALPHA, lora_targets: Optional[str] = _LORA_TARGETS,
     epochs: Optional[float] = _EPOCHS, max_steps: Optional[int] = _MAX_STEPS, lr: Optional[float] = _LR,

@@ -30,9 +30,10 @@ ROPE_ALIGN = 1024  # the cos/sin table grows in steps of this many positions
 
 
 def graph_buckets(max_seqs: int) -> list[int]:
-    """Batch sizes with a captured graph: a few small ones, then every 16."""
-    small = [b for b in (1, 2, 4, 8) if b < max_seqs]
-    return small + list(range(16, max_seqs, 16)) + [max_seqs]
+    """Batch sizes with a captured graph: a few small ones, every 16 up to
+    256, then every 32 (each graph costs a capture at startup)."""
+    sizes = [1, 2, 4, 8] + list(range(16, 256, 16)) + list(range(256, max_seqs, 32))
+    return [b for b in sizes if b < max_seqs] + [max_seqs]
 
 
 class DecodeInputs:
