@@ -222,8 +222,9 @@ def section_step(args) -> None:
             engine = FastGenerator(model, id_tokenizer(), EngineConfig(max_seqs=rows))
             engine.warm_up(128 + 256)
             runner = engine.runner
-            runner._fill_inputs([], rows)
-            replay = triton.testing.do_bench(lambda: runner._run_step(rows, False), return_mode="median")
+            with torch.inference_mode():
+                runner._fill_inputs([], rows)
+                replay = triton.testing.do_bench(lambda: runner._run_step(rows, False), return_mode="median")
             cfg = SamplingConfig(max_new_tokens=256, temperature=0.8, samples=1)
             engine.generate_ids(prompts[:rows], cfg)  # prefill and sampler shapes compiled
             engine.stats.reset()
