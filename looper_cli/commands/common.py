@@ -20,3 +20,14 @@ def config_option() -> Optional[Path]:
 def gpus_option(default_help: str = "1 if a GPU is present, else 0 (CPU)") -> Optional[int]:
     return typer.Option(None, "--gpus", help=f"GPUs to use, data-parallel. Default: {default_help}.",
                         show_default=False)
+
+
+def bare_answers_option() -> Optional[bool]:
+    return typer.Option(None, "--bare-answers/--no-bare-answers", help="Accept gold answers without a "
+                        "`#### N` line, read as if they were that line (`18`, `1,234`). Default: off, such a "
+                        "row is an error naming it.", show_default=False)
+
+
+def template_option() -> Optional[str]:
+    return typer.Option(None, "--template", help="Prompt format: chat or plain. Default: the one the "
+                        "checkpoint was trained with (its config.toml), else chat.", show_default=False)
