@@ -131,6 +131,19 @@ def _accuracy_section(evals: list[dict[str, Any]], out: Path, files: list[str]) 
     if not evals:
         return "## Accuracy\n\nNo eval summaries (eval/*/summary.json) in this run.\n"
     plt = _pyplot()
+    fig = accuracy_figure(plt, evals)
+    files.append(_save(fig, plt, out / "accuracy.png"))
+    lines = ["## Accuracy\n", "![accuracy](accuracy.png)\n",
+             "| eval | n | accuracy [95% CI] | strict | flexible | maj@K | vote@K |", "|---|---|---|---|---|---|---|"]
+    for e in evals:
+        lines.append(f"| {e['name']} | {e['n']} | {_pct_ci(e['accuracy'], e['accuracy_ci'])} | "
+                     f"{_pct(e.get('accuracy_strict'))} | {_pct(e.get('accuracy_flexible'))} | "
+                     f"{_pct(e.get('maj_at_k'))} | {_pct(e.get('vote_at_k'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_figure(plt: Any, evals: list[dict[str, Any]]) -> Any:
+    """Accuracy per eval with its Wilson CI and the value above each bar."""
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(evals) + 2), 4))
     names = [e["name"] for e in evals]
     acc = [100 * e["accuracy"] for e in evals]
@@ -141,14 +154,7 @@ def _accuracy_section(evals: list[dict[str, Any]], out: Path, files: list[str]) 
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy per stage (Wilson 95% CI)")
     ax.tick_params(axis="x", rotation=30)
-    files.append(_save(fig, plt, out / "accuracy.png"))
-    lines = ["## Accuracy\n", "![accuracy](accuracy.png)\n",
-             "| eval | n | accuracy [95% CI] | strict | flexible | maj@K | vote@K |", "|---|---|---|---|---|---|---|"]
-    for e in evals:
-        lines.append(f"| {e['name']} | {e['n']} | {_pct_ci(e['accuracy'], e['accuracy_ci'])} | "
-                     f"{_pct(e.get('accuracy_strict'))} | {_pct(e.get('accuracy_flexible'))} | "
-                     f"{_pct(e.get('maj_at_k'))} | {_pct(e.get('vote_at_k'))} |")
-    return "\n".join(lines) + "\n"
+    return fig
 
 
 def _comparison_section(evals: list[dict[str, Any]]) -> str:

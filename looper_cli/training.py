@@ -103,9 +103,11 @@ def check_lora_targets(model: Any, targets: list[str]) -> None:
     names = [name for name, _ in model.named_modules()]
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if missing or not targets:
-        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if not list(m.children())})
+        import torch.nn as nn
+
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise UserError(f"--lora-targets {', '.join(missing) or '(empty)'}: no such module in the model "
-                        f"(its layers: {', '.join(leaves[:12])}; or all-linear)")
+                        f"(its linear layers: {', '.join(leaves[:12])}; or all-linear)")
 
 
 def check_train_options(opts: TrainOptions) -> None:
