@@ -45,6 +45,18 @@ def require_at_least(option: str, value: Any, low: float) -> None:
         raise UserError(f"{option} must be {low:g} or more, not {value}")
 
 
+def require_counts(counts: dict[str, Any]) -> None:
+    """Each of {option: value} is 1 or more (None = not given): sizes, steps, limits."""
+    for option, value in counts.items():
+        require_at_least(option, value, 1)
+
+
+def require_sampling(temperature: float, top_p: float) -> None:
+    """Sampling settings rollout and eval share (temperature 0 = greedy)."""
+    require_at_least("--temperature", temperature, 0)
+    require_between("--top-p", top_p, 0, 1, low_open=True)
+
+
 def require_between(option: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
     """`value` in [low, high], or (low, high] with `low_open`."""
     if value is None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
-from looper_cli.errors import UserError, require_at_least, require_between
+from looper_cli.errors import UserError, require_at_least, require_counts, require_sampling
 
 SECTION = "eval"
 EXAMPLES_NAME = "examples.jsonl"
@@ -144,11 +144,9 @@ def _checkpoints(cfg: EvalStageConfig) -> list[str]:
 
 def _check_options(cfg: EvalStageConfig) -> None:
     require_at_least("--samples", cfg.samples, 0)
-    for option, value in (("--max-new-tokens", cfg.max_new_tokens), ("--batch-size", cfg.batch_size),
-                          ("--limit", cfg.limit), ("bootstrap", cfg.bootstrap)):
-        require_at_least(option, value, 1)
-    require_at_least("--temperature", cfg.temperature, 0)
-    require_between("--top-p", cfg.top_p, 0, 1, low_open=True)
+    require_counts({"--max-new-tokens": cfg.max_new_tokens, "--batch-size": cfg.batch_size, "--limit": cfg.limit,
+                    "bootstrap": cfg.bootstrap})
+    require_sampling(cfg.temperature, cfg.top_p)
     if cfg.samples and cfg.temperature <= 0:
         raise UserError("--samples needs --temperature > 0 (K greedy samples would be identical)")
 

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Optional
 
-from looper_cli.errors import UserError, require_at_least, require_between
+from looper_cli.errors import UserError, require_at_least, require_counts, require_sampling
 from looper_cli.jsonl import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl
 
 SECTION = "rollout"
@@ -171,12 +171,10 @@ def check_config(cfg: RolloutStageConfig) -> None:
         raise UserError(f"{cfg.adapter} is not a LoRA adapter folder (no adapter_config.json)")
     if cfg.adapter is not None:
         check_adapter_shape(cfg.base_model, cfg.adapter)
-    for option, value in (("--limit", cfg.limit), ("--samples", cfg.samples), ("--batch-size", cfg.batch_size),
-                          ("--max-new-tokens", cfg.max_new_tokens), ("--workers", cfg.workers)):
-        require_at_least(option, value, 1)
+    require_counts({"--limit": cfg.limit, "--samples": cfg.samples, "--batch-size": cfg.batch_size,
+                    "--max-new-tokens": cfg.max_new_tokens, "--workers": cfg.workers})
     require_at_least("--gpus", cfg.gpus, 0)
-    require_at_least("--temperature", cfg.temperature, 0)
-    require_between("--top-p", cfg.top_p, 0, 1, low_open=True)
+    require_sampling(cfg.temperature, cfg.top_p)
     if cfg.gpus and cfg.workers:
         raise UserError("give --gpus N (one worker per GPU) or --workers N (CPU workers), not both")
     if Path(cfg.output).suffix != ".jsonl":

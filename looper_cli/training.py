@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from looper_cli.errors import UserError, require_at_least, require_between, require_positive
+from looper_cli.errors import UserError, require_at_least, require_between, require_counts, require_positive
 from looper_cli.jsonl import atomic_write_json
 
 SUMMARY_NAME = "summary.json"
@@ -118,14 +118,13 @@ def check_train_options(opts: TrainOptions) -> None:
         require_positive("--epochs", opts.epochs)
     require_positive("--max-steps", opts.max_steps)
     require_positive("--lr", opts.lr)
-    for option, value in (("--batch-size", opts.batch_size), ("--grad-accum", opts.grad_accum),
-                          ("--save-steps", opts.save_steps), ("--logging-steps", opts.logging_steps),
-                          ("--limit", opts.limit), ("save_total_limit", opts.save_total_limit)):
-        require_at_least(option, value, 1)
+    require_counts({"--batch-size": opts.batch_size, "--grad-accum": opts.grad_accum, "--save-steps": opts.save_steps,
+                    "--logging-steps": opts.logging_steps, "--limit": opts.limit,
+                    "save_total_limit": opts.save_total_limit})
     require_at_least("--max-length", opts.max_length, 2)
     require_between("--activation-budget", opts.activation_budget, 0, 1, low_open=True)
     if isinstance(opts, LoraOptions) and not opts.full:
-        require_at_least("--lora-r", opts.lora_r, 1)
+        require_counts({"--lora-r": opts.lora_r})
         require_positive("--lora-alpha", opts.lora_alpha)
         require_between("--lora-dropout", opts.lora_dropout, 0, 1)
 

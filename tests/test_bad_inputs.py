@@ -41,26 +41,24 @@ def adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def twin_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tiny_model's shape and tokenizer, other random weights."""
+def _tiny_model(folder: Path, problems: int, problem_seed: int, **shape: int) -> Path:
     from looper_cli.synthetic import synthetic_problems
     from looper_cli.tiny import TinyConfig, build_tiny_model
 
-    rows = synthetic_problems(300, seed=0)
-    return build_tiny_model(tmp_path_factory.mktemp("twin"), [r["question"] + "\n" + r["answer"] for r in rows],
-                            TinyConfig(seed=7))
+    rows = synthetic_problems(problems, seed=problem_seed)
+    return build_tiny_model(folder, [r["question"] + "\n" + r["answer"] for r in rows], TinyConfig(**shape))
+
+
+@pytest.fixture(scope="module")
+def twin_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_model's shape and tokenizer (the same problems), other random weights."""
+    return _tiny_model(tmp_path_factory.mktemp("twin"), 300, 0, seed=7)
 
 
 @pytest.fixture(scope="module")
 def other_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another vocabulary and hidden size."""
-    from looper_cli.synthetic import synthetic_problems
-    from looper_cli.tiny import TinyConfig, build_tiny_model
-
-    rows = synthetic_problems(60, seed=1)
-    return build_tiny_model(tmp_path_factory.mktemp("other"), [r["question"] + "\n" + r["answer"] for r in rows],
-                            TinyConfig(hidden_size=32, intermediate_size=88))
+    return _tiny_model(tmp_path_factory.mktemp("other"), 60, 1, hidden_size=32, intermediate_size=88)
 
 
 def _gsm8k_rows(gsm8k_dir: Path, n: int) -> list[dict]:
