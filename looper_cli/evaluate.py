@@ -373,7 +373,8 @@ def _sample_fields(problems: list[Any], groups: list[list[Any]], bandit: Any) ->
 
 def _votes(samples: list[dict[str, Any]], gold: float | None) -> dict[str, Any]:
     answers = [s["answer"] for s in samples]
-    fields: dict[str, Any] = {"samples": samples, "pass_at_k": any(s["correct"] for s in samples)}
+    fields: dict[str, Any] = {"samples": samples,
+                              "pass_at_k": None if gold is None else any(s["correct"] for s in samples)}
     fields["maj_answer"] = weighted_vote(answers, [1.0] * len(answers))
     if all("s_wm" in s for s in samples) and len(samples) > 1:
         fields["vote_answer"] = weighted_vote(answers, [s["s_wm"] for s in samples])
@@ -383,10 +384,13 @@ def _votes(samples: list[dict[str, Any]], gold: float | None) -> dict[str, Any]:
     return fields
 
 
-def _is_correct(value: float | None, gold: float | None) -> bool:
+def _is_correct(value: float | None, gold: float | None) -> bool | None:
+    """None when the gold is unknown: such a row is never counted as wrong."""
     from regime_w_core import answers_equal
 
-    return bool(value is not None and gold is not None and answers_equal(value, gold))
+    if gold is None:
+        return None
+    return bool(value is not None and answers_equal(value, gold))
 
 
 def weighted_vote(answers: Sequence[float | None], weights: Sequence[float]) -> float | None:
@@ -438,11 +442,11 @@ def summarise(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
 def _accuracies(rows: list[dict[str, Any]]) -> dict[str, Any]:
     from looper_cli.compare import wilson_interval
 
-    n = len(rows)
-    out: dict[str, Any] = {"n": n}
+    out: dict[str, Any] = {"n": len(rows)}
     for key, field_name in (("accuracy", "correct"), ("accuracy_strict", "correct_strict"),
                             ("accuracy_flexible", "correct_flexible")):
-        hits = sum(1 for r in rows if r.get(field_name))
+        judged = [r[field_name] for r in rows if r.get(field_name) is not None]  # unknown gold: not a miss
+        hits, n = sum(map(bool, judged)), len(judged)
         out[key] = hits / n if n else 0.0
         out[f"{key}_ci"] = list(wilson_interval(hits, n))
     return out

@@ -255,8 +255,8 @@ def check_checkpoint(folder: Path) -> None:
 
     for path in sorted(folder.iterdir()):
         try:
-            if path.name == "trainer_state.json":
-                json.loads(path.read_text())["global_step"]
+            if path.name == "trainer_state.json" and "global_step" not in json.loads(path.read_text()):
+                raise ValueError("no global_step")
             elif path.suffix == ".safetensors":
                 _safetensors_header(path)
             elif path.suffix in (".pt", ".pth", ".bin"):

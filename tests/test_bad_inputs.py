@@ -230,6 +230,18 @@ def test_bare_answers_are_read_when_asked_and_no_gold_is_ever_null(tiny_model, b
     assert load_problems(bad_data["number_answer"], bare_answers=True)[1].gold == 18.0  # a JSON number too
 
 
+def test_an_unknown_gold_is_never_scored_as_wrong() -> None:
+    """Data loading refuses such rows; the judge and the summary keep to it
+    for any row that has one anyway (a hand-edited log)."""
+    from looper_cli.evaluate import judge, summarise
+
+    assert judge("#### 5", None)["correct"] is None and judge("#### 5", 5.0)["correct"] is True
+    right = {"question_id": "a", "tokens": 3, **judge("#### 5", 5.0)}
+    unknown = {"question_id": "b", "tokens": 3, **judge("#### 5", None)}
+    summary = summarise([right, unknown], samples=0)
+    assert summary["accuracy"] == summary["accuracy_strict"] == 1.0  # 1 of 1 judged, not 1 of 2
+
+
 # ----------------------------------------------------------------------------- 2. resume settings
 
 
