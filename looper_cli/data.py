@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from looper_cli.errors import UserError, require_positive
+from looper_cli.errors import UserError, require_counts
 from looper_cli.jsonl import read_jsonl, wrong_field
 
 # Short names users type, mapped to hub (dataset id, config).
@@ -70,7 +70,7 @@ def load_problems(source: str | Path, split: str = "train", limit: int | None = 
     `synthetic[:N]`, or a hub id (`gsm8k`, `gsm8k-platinum`, `openai/gsm8k`, ...).
     Every row must have a text question and a readable gold answer: a gold
     that cannot be read is an error naming the row, never a silent 0%."""
-    require_positive("--limit", limit)
+    require_counts({"--limit": limit})
     text = str(source)
     if text == SYNTHETIC or text.startswith(SYNTHETIC + ":"):
         from looper_cli.synthetic import synthetic_problems

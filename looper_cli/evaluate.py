@@ -285,7 +285,7 @@ def _load(cfg: EvalStageConfig) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _prompt(tokenizer: Any, question: str, template: str) -> str:
+def _prompt(tokenizer: Any, question: str, template: Optional[str]) -> str:
     from looper_cli.prompts import build_prompt
 
     try:

@@ -182,7 +182,7 @@ def start_checkpoint(cfg: PPOStageConfig) -> Path:
     return Path(cfg.sft or cfg.dpo)  # type: ignore[arg-type]
 
 
-def ppo_dataset(problems: list[Problem], tokenizer: Any, template: Template) -> Any:
+def ppo_dataset(problems: list[Problem], tokenizer: Any, template: Optional[Template]) -> Any:
     """prompt + the columns the reward needs (question id, gold, question)."""
     from datasets import Dataset
 

@@ -17,9 +17,10 @@ SYSTEM_PROMPT = (
 )
 
 
-def build_prompt(tokenizer: Any, question: str, template: Template = "chat") -> str:
-    """The text the model continues. For `chat`, the tokenizer's template with
-    the generation prompt; for `plain`, a Question/Answer frame."""
+def build_prompt(tokenizer: Any, question: str, template: Optional[Template] = DEFAULT_TEMPLATE) -> str:
+    """The text the model continues. For `chat` (also None: not chosen), the
+    tokenizer's template with the generation prompt; for `plain`, a
+    Question/Answer frame."""
     if template == "plain":
         return f"Question: {question.strip()}\nAnswer:"
     messages = chat_messages(question)
@@ -38,9 +39,10 @@ def chat_messages(question: str, answer: str | None = None) -> list[dict[str, st
     return messages
 
 
-def completion_target(answer: str, template: Template = "chat", eos_token: str | None = None) -> str:
+def completion_target(answer: str, template: Optional[Template] = DEFAULT_TEMPLATE,
+                      eos_token: str | None = None) -> str:
     """What the model learns to write after the prompt (the SFT label)."""
-    text = answer.strip() if template == "chat" else " " + answer.strip()
+    text = " " + answer.strip() if template == "plain" else answer.strip()
     return text + (eos_token or "")
 
 

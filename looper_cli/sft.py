@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from looper_cli import training
 from looper_cli.data import Problem, load_problems
@@ -84,7 +84,7 @@ def _train_sft(cfg: SFTStageConfig) -> dict[str, Any]:
     return summary
 
 
-def sft_dataset(problems: list[Problem], tokenizer: Any, template: Template) -> Any:
+def sft_dataset(problems: list[Problem], tokenizer: Any, template: Optional[Template]) -> Any:
     """prompt/completion rows from the problems (prompt-completion format:
     TRL masks the prompt out of the loss)."""
     from datasets import Dataset

@@ -425,7 +425,8 @@ def test_config_typos_and_wrong_types_are_named(tmp_path) -> None:
         resolve(SFTStageConfig, "sft", config)
     config.write_bytes(b'\xef\xbb\xbf[sft]\nlr = 0.1\n')  # a BOM is fine
     assert resolve(SFTStageConfig, "sft", config).lr == 0.1
-    data = _write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": "#### 1"}, {"question": ["q"], "answer": "x"}])
+    data = _write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": "#### 1"},
+                                               {"question": ["q"], "answer": "x"}])
     with pytest.raises(UserError, match="d.jsonl line 2: field 'question' must be text, not a list"):
         load_problems(data)
     pairs = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": "p", "chosen": None, "rejected": "r"}])

@@ -56,9 +56,9 @@ def eval_command(
     from looper_cli.evaluate import SECTION, EvalStageConfig, render_summary, run_evals
 
     cfg = resolve(EvalStageConfig, SECTION, config, checkpoint=checkpoint, base_model=base_model,
-                  dataset=dataset, split=split, limit=limit, bare_answers=bare_answers, samples=samples, temperature=temperature,
-                  max_new_tokens=max_new_tokens, batch_size=batch_size, output=output, engine=engine,
-                  template=template, bandit=bandit, seed=seed)
+                  dataset=dataset, split=split, limit=limit, bare_answers=bare_answers, samples=samples,
+                  temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size, output=output,
+                  engine=engine, template=template, bandit=bandit, seed=seed)
     result = run_evals(cfg)
     console = Console()
     for summary in result["runs"]:

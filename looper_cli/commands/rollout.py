@@ -50,8 +50,8 @@ def rollout(
     from looper_cli.rollout import SECTION, RolloutStageConfig, run_rollout
 
     cfg = resolve(RolloutStageConfig, SECTION, config, base_model=base_model, adapter=adapter, data=data,
-                  split=split, limit=limit, bare_answers=bare_answers, samples=samples, temperature=temperature, top_p=top_p,
-                  max_new_tokens=max_new_tokens, batch_size=batch_size, gpus=gpus, workers=workers,
+                  split=split, limit=limit, bare_answers=bare_answers, samples=samples, temperature=temperature,
+                  top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, gpus=gpus, workers=workers,
                   output=output, seed=seed, engine=engine, template=template)
     run_rollout(cfg)
 
