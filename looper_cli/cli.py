@@ -9,7 +9,7 @@ import typer
 
 from looper_cli import __version__
 from looper_cli.app import app
-from looper_cli.errors import EXIT_USER_ERROR, UserError
+from looper_cli.errors import EXIT_USER_ERROR, UserError, environment_error_message
 
 # Registration by import: each module adds its commands to `app`.
 from looper_cli.commands import data as _data  # noqa: F401,E402
@@ -36,13 +36,20 @@ def _root(
 
 def main() -> None:
     """Run the CLI. Usage errors exit 2 (click's own convention); a
-    `UserError` raised by a stage prints one line and exits 2 too."""
+    `UserError` raised by a stage prints one line and exits 2 too, and so
+    does what the machine refused (a full disk, memory): finished work is on
+    disk either way. Anything else is a bug and keeps its traceback."""
     try:
         app()
     except UserError as err:
         _fail(str(err))
     except KeyboardInterrupt:
         _fail("interrupted; finished work is on disk and the stage resumes where it stopped", code=130)
+    except Exception as err:
+        message = environment_error_message(err)
+        if message is None:
+            raise
+        _fail(message)
 
 
 def _fail(message: str, code: int = EXIT_USER_ERROR) -> None:

@@ -17,8 +17,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from looper_cli.errors import UserError, require_dir
+from looper_cli.errors import UserError, require_at_least, require_dir
 from looper_cli.jsonl import read_jsonl
+
+SECTION = "compare"
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 EXAMPLES_NAME = "examples.jsonl"
@@ -31,6 +33,34 @@ METRIC_FIELDS = {
     "vote": "vote_correct",
     "pass": "pass_at_k",
 }
+
+
+@dataclass
+class CompareStageConfig:
+    eval_a: Path | None = None  # the baseline
+    eval_b: Path | None = None  # reported as B - A
+    metric: str = "accuracy"  # accuracy, strict, flexible, maj, vote or pass
+    bootstrap: int = 10000
+    seed: int = 0
+    output: Path | None = None  # also write the result as JSON here
+
+
+def run_compare(cfg: CompareStageConfig) -> dict[str, Any]:
+    """`looper compare`: compare, print, and write the JSON when asked."""
+    from rich.console import Console
+
+    from looper_cli.jsonl import atomic_write_json
+    from looper_cli.locks import check_output_kind
+
+    if cfg.eval_a is None or cfg.eval_b is None:
+        raise UserError("compare needs two eval folders (A, the baseline, then B)")
+    if cfg.output is not None:
+        check_output_kind(cfg.output, folder=False)
+    result = compare_eval_dirs(cfg.eval_a, cfg.eval_b, metric=cfg.metric, n_boot=cfg.bootstrap, seed=cfg.seed)
+    if cfg.output is not None:
+        atomic_write_json(cfg.output, result)  # one atomic write: two runs leave one whole file
+    Console().print(render_comparison(result))
+    return result
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
@@ -168,6 +198,7 @@ def load_outcomes(eval_dir: str | Path, metric: str = "accuracy") -> tuple[dict[
 def compare_eval_dirs(dir_a: str | Path, dir_b: str | Path, metric: str = "accuracy",
                       n_boot: int = 10000, seed: int = 0) -> dict[str, Any]:
     """Compare two eval folders on their shared questions (B minus A)."""
+    require_at_least("--bootstrap", n_boot, 1)
     outcomes_a, bad_a = load_outcomes(dir_a, metric)
     outcomes_b, bad_b = load_outcomes(dir_b, metric)
     comparison = pair_outcomes(_run_name(dir_a), outcomes_a, _run_name(dir_b), outcomes_b,

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from looper_cli.errors import UserError
-from looper_cli.jsonl import read_jsonl
+from looper_cli.errors import UserError, require_counts
+from looper_cli.jsonl import read_jsonl, wrong_field
 
 # Short names users type, mapped to hub (dataset id, config).
 HUB_ALIASES: dict[str, tuple[str, str | None]] = {
@@ -24,6 +24,10 @@ HUB_ALIASES: dict[str, tuple[str, str | None]] = {
     "madrylab/gsm8k-platinum": ("madrylab/gsm8k-platinum", "main"),
 }
 SYNTHETIC = "synthetic"
+# Far beyond any grade-school problem (GSM8K's longest is under 1,000): a
+# longer "question" is a broken file, and would stall or crash generation.
+MAX_QUESTION_CHARS = 20_000
+BARE_ANSWERS_HINT = "(--bare-answers reads an answer without a '#### N' line as if it were that line)"
 
 
 @dataclass
@@ -44,37 +48,57 @@ def question_id(question: str) -> str:
     return "q" + hashlib.sha1(normalised.encode("utf-8")).hexdigest()[:12]
 
 
-def parse_gold(answer: str) -> float | None:
-    """The gold answer is the `#### N` of the reference solution."""
+def parse_gold(answer: str, bare_answers: bool = False) -> float | None:
+    """The gold answer is the `#### N` of the reference solution. With
+    `bare_answers`, an answer without that line is read as if it were the
+    line (`18`, `1,234`, `$18`): the extractor stays the only reader."""
     from regime_w_core import extract_answer
 
     found = extract_answer(answer, "strict")
+    if found is None and bare_answers:
+        found = extract_answer(f"#### {answer.strip()}", "strict")
     return None if found is None else found.value
 
 
+# (where the row came from, for messages; the row)
+LabelledRows = list[tuple[str, dict[str, Any]]]
+
+
 def load_problems(source: str | Path, split: str = "train", limit: int | None = None,
-                  seed: int = 0) -> list[Problem]:
+                  seed: int = 0, bare_answers: bool = False) -> list[Problem]:
     """Problems from `source`: a .jsonl file, a folder holding `<split>.jsonl`,
-    `synthetic`, or a hub id (`gsm8k`, `gsm8k-platinum`, `openai/gsm8k`, ...)."""
+    `synthetic[:N]`, or a hub id (`gsm8k`, `gsm8k-platinum`, `openai/gsm8k`, ...).
+    Every row must have a text question and a readable gold answer: a gold
+    that cannot be read is an error naming the row, never a silent 0%."""
+    require_counts({"--limit": limit})
     text = str(source)
     if text == SYNTHETIC or text.startswith(SYNTHETIC + ":"):
         from looper_cli.synthetic import synthetic_problems
 
-        n = int(text.split(":", 1)[1]) if ":" in text else (limit or 200)
-        rows = synthetic_problems(n, seed=seed, split=split)
+        rows = synthetic_problems(_synthetic_count(text, limit), seed=seed, split=split)
+        labelled = [(f"{text} row {i}", r) for i, r in enumerate(rows, start=1)]
     else:
         path = Path(text).expanduser()
         if path.exists():
-            rows = _rows_from_path(path, split)
+            labelled = _rows_from_path(path, split)
         elif text in HUB_ALIASES or _looks_like_hub_id(text):
-            rows = _rows_from_hub(text, split)
+            labelled = _rows_from_hub(text, split)
         else:
             raise UserError(f"data not found: {text} (give a .jsonl file, a folder, "
                             f"'{SYNTHETIC}', or a hub id such as gsm8k)")
-    problems = _to_problems(rows, text)
+    problems = _to_problems(labelled[:limit] if limit else labelled, bare_answers)
     if not problems:
         raise UserError(f"no problems in {text} (split {split})")
-    return problems[:limit] if limit else problems
+    return problems
+
+
+def _synthetic_count(text: str, limit: int | None) -> int:
+    if ":" not in text:
+        return limit or 200
+    count = text.split(":", 1)[1]
+    if not count.isdigit() or int(count) < 1:
+        raise UserError(f"'{text}': the number of synthetic problems must be a whole number above 0")
+    return int(count)
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -82,7 +106,7 @@ def _looks_like_hub_id(text: str) -> bool:
     return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
 
 
-def _rows_from_path(path: Path, split: str) -> list[dict[str, Any]]:
+def _rows_from_path(path: Path, split: str) -> LabelledRows:
     if path.is_dir():
         candidates = [path / f"{split}.jsonl", *sorted(path.glob(f"*{split}*.jsonl"))]
         found = next((c for c in candidates if c.is_file()), None)
@@ -93,10 +117,10 @@ def _rows_from_path(path: Path, split: str) -> list[dict[str, Any]]:
     if result.bad_lines:
         raise UserError(f"{path}: {len(result.bad_lines)} malformed line(s), first at line "
                         f"{result.bad_lines[0]} (each line needs 'question' and 'answer')")
-    return result.rows
+    return [(f"{path} line {line}", row) for line, row in zip(result.lines, result.rows)]
 
 
-def _rows_from_hub(name: str, split: str) -> list[dict[str, Any]]:
+def _rows_from_hub(name: str, split: str) -> LabelledRows:
     dataset_id, config = HUB_ALIASES.get(name, (name, None))
     try:
         import datasets
@@ -106,14 +130,14 @@ def _rows_from_hub(name: str, split: str) -> list[dict[str, Any]]:
         ds = datasets.load_dataset(dataset_id, config, split=split)
     except Exception as err:  # network, unknown id, unknown split
         raise UserError(f"could not load {dataset_id} ({split}) from the hub: {err}".splitlines()[0]) from None
-    return [dict(r) for r in ds]
+    return [(f"{dataset_id} ({split}) row {i}", dict(r)) for i, r in enumerate(ds, start=1)]
 
 
-def _to_problems(rows: list[dict[str, Any]], source: str) -> list[Problem]:
+def _to_problems(rows: LabelledRows, bare_answers: bool = False) -> list[Problem]:
     problems: list[Problem] = []
     seen: dict[str, int] = {}
-    for row in rows:
-        question, answer = str(row["question"]), str(row["answer"])
+    for where, row in rows:
+        question, answer, gold = _checked_fields(where, row, bare_answers)
         qid = question_id(question)
         if qid in seen:  # a repeated question keeps a distinct, stable id
             seen[qid] += 1
@@ -121,5 +145,30 @@ def _to_problems(rows: list[dict[str, Any]], source: str) -> list[Problem]:
         else:
             seen[qid] = 1
         meta = {k: row[k] for k in ("cleaning_status",) if k in row}
-        problems.append(Problem(qid, question, answer, parse_gold(answer), meta))
+        problems.append(Problem(qid, question, answer, gold, meta))
     return problems
+
+
+def _checked_fields(where: str, row: dict[str, Any], bare_answers: bool) -> tuple[str, str, float]:
+    """(question, answer, gold) of one row, or a UserError naming the row."""
+    answer_types: tuple[type, ...] = (str, int, float) if bare_answers else (str,)
+    problem = wrong_field(row, {"question": (str,), "answer": answer_types})
+    if problem:
+        number_answer = isinstance(row.get("answer"), (int, float)) and not bare_answers
+        raise UserError(f"{where}: {problem}{' ' + BARE_ANSWERS_HINT if number_answer else ''}")
+    question, answer = row["question"], str(row["answer"])
+    if not question.strip():
+        raise UserError(f"{where}: the question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise UserError(f"{where}: the question is {len(question):,} characters long "
+                        f"(at most {MAX_QUESTION_CHARS:,}); is the file broken?")
+    gold = parse_gold(answer, bare_answers)
+    if gold is None:
+        raise UserError(f"{where}: no gold answer can be read from {_tail(answer)} "
+                        f"(the answer needs a last line '#### N') {'' if bare_answers else BARE_ANSWERS_HINT}".rstrip())
+    return question, answer, gold
+
+
+def _tail(answer: str) -> str:
+    text = " ".join(answer.split())
+    return repr(text if len(text) <= 40 else "..." + text[-37:])

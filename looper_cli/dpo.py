@@ -18,12 +18,13 @@ Loss variants (TRL 1.16 `loss_type`):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 from looper_cli import training
-from looper_cli.errors import UserError
+from looper_cli.errors import UserError, require_at_least, require_positive
 from looper_cli.training import LoraOptions, TrainOptions
 
 SECTION = "dpo"
@@ -53,7 +54,7 @@ def loss_types(cfg: DPOStageConfig) -> tuple[list[str], list[float]]:
 def load_pairs(path: Optional[Path], limit: Optional[int] = None) -> list[dict[str, str]]:
     """The prefs JSONL rows as prompt/chosen/rejected (other keys dropped)."""
     from looper_cli.errors import require_file
-    from looper_cli.jsonl import read_jsonl
+    from looper_cli.jsonl import read_jsonl, require_field_types
 
     if path is None:
         raise UserError("dpo needs --prefs (the pairs JSONL written by `looper prefs`)")
@@ -62,7 +63,8 @@ def load_pairs(path: Optional[Path], limit: Optional[int] = None) -> list[dict[s
     if result.bad_lines:
         raise UserError(f"{path}: {len(result.bad_lines)} malformed line(s), first at line "
                         f"{result.bad_lines[0]} (each line needs {', '.join(PAIR_KEYS)})")
-    rows = [{k: str(r[k]) for k in PAIR_KEYS} for r in result.rows]
+    require_field_types(result, path, {k: (str,) for k in PAIR_KEYS})
+    rows = [{k: r[k] for k in PAIR_KEYS} for r in result.rows]
     if not rows:
         raise UserError(f"no preference pairs in {path}")
     return rows[:limit] if limit else rows
@@ -71,8 +73,20 @@ def load_pairs(path: Optional[Path], limit: Optional[int] = None) -> list[dict[s
 def run_dpo(cfg: DPOStageConfig) -> dict[str, Any]:
     """Train the policy on the pairs; save the adapter (or model), tokenizer,
     config.toml and summary.json; return the summary."""
+    with training.claim_stage_output(cfg, SECTION):
+        return _train_dpo(cfg)
+
+
+def _train_dpo(cfg: DPOStageConfig) -> dict[str, Any]:
+    from looper_cli.prompts import resolve_template
+
     if cfg.sft is None:
         raise UserError("dpo needs --sft (the SFT output folder)")
+    require_positive("--beta", cfg.beta)
+    require_at_least("--rpo-alpha", cfg.rpo_alpha, 0)
+    # The pairs' prompts are built already; the template is recorded so that
+    # rollout and eval of this adapter ask the way its SFT was taught.
+    cfg = dataclasses.replace(cfg, template=resolve_template(cfg.template, cfg.sft))
     out = training.prepare_output(cfg, SECTION)
     if out.done is not None:
         return out.done
@@ -83,7 +97,13 @@ def run_dpo(cfg: DPOStageConfig) -> dict[str, Any]:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    from looper_cli.models import base_identity
+
     model, tokenizer, peft_config = load_policy(cfg)
+    base_record = base_identity(model)
+    training.require_room_for_answers(
+        [len(ids) for ids in tokenizer([p["prompt"] for p in pairs], add_special_tokens=False)["input_ids"]],
+        cfg.max_length)
     device = training.train_device()
     types, weights = loss_types(cfg)
     args = training.trl_config(
@@ -103,7 +123,7 @@ def run_dpo(cfg: DPOStageConfig) -> dict[str, Any]:
     summary.update(_reward_fields(progress.last_logs))
     training.drop_reference_adapter(trainer.model)
     trainer.save_model(str(out_dir))
-    training.save_tokenizer_and_config(tokenizer, cfg, SECTION, out_dir)
+    training.save_tokenizer_and_config(tokenizer, cfg, SECTION, out_dir, base_record)
     training.write_summary(summary, out_dir, trainer.is_world_process_zero())
     return summary
 
@@ -113,7 +133,7 @@ def load_policy(cfg: DPOStageConfig) -> tuple[Any, Any, Any]:
     model, tokenizer, adapter = training.load_trainable_policy(cfg.sft, cfg.base_model, "--sft")
     if adapter is not None or cfg.full:
         return model, tokenizer, None  # TRL adds the frozen "ref" copy / a ref model
-    return model, tokenizer, training.lora_config(cfg)
+    return model, tokenizer, training.lora_config(cfg, model)
 
 
 def _reward_fields(logs: dict[str, float]) -> dict[str, float]:

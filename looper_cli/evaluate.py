@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Sequence
 
-from looper_cli.errors import UserError
+from looper_cli.errors import UserError, require_at_least, require_counts, require_sampling
 
 SECTION = "eval"
 EXAMPLES_NAME = "examples.jsonl"
@@ -45,6 +45,7 @@ class EvalStageConfig:
     dataset: str = "gsm8k"  # gsm8k | gsm8k-platinum | a .jsonl file or folder
     split: str = "test"
     limit: Optional[int] = None
+    bare_answers: bool = False  # accept answers without '#### N' (read as that line)
     samples: int = 0  # K sampled completions per question, besides the greedy one
     temperature: float = 0.8  # of the K samples (the headline completion is greedy)
     top_p: float = 1.0
@@ -54,7 +55,7 @@ class EvalStageConfig:
     kv_cache_gib: Optional[float] = None  # an explicit KV cache size
     output: Optional[Path] = None
     engine: Literal["auto", "hf", "fast"] = "auto"
-    template: Literal["chat", "plain"] = "chat"
+    template: Optional[Literal["chat", "plain"]] = None  # None: the checkpoint's (its config.toml), else chat
     bandit: Optional[str] = None  # bandit.json, or a run folder holding one
     seed: int = 0
     compare_seed: int = 0
@@ -68,6 +69,7 @@ def run_evals(cfg: EvalStageConfig) -> dict[str, Any]:
     """Evaluate every checkpoint; with two or more, compare each later one
     against the first on the shared questions (written to compare.json)."""
     checkpoints = _checkpoints(cfg)
+    _check_options(cfg)
     if len(checkpoints) == 1:
         return {"runs": [run_eval(cfg)], "comparisons": []}
     from looper_cli.models import ModelSource
@@ -90,18 +92,26 @@ def run_evals(cfg: EvalStageConfig) -> dict[str, Any]:
 
 def run_eval(cfg: EvalStageConfig) -> dict[str, Any]:
     """Evaluate one checkpoint; returns the summary (also summary.json)."""
-    from looper_cli.config import save_resolved
-    from looper_cli.data import load_problems
-    from looper_cli.jsonl import JsonlAppender, atomic_write_json
+    from looper_cli.locks import claim_output
 
     checkpoints = _checkpoints(cfg)
     if len(checkpoints) != 1:
         raise UserError("run_eval takes one checkpoint; use run_evals for several")
     _check_options(cfg)
     cfg = _with_absolute_paths(cfg)
-    bandit = _bandit_path(cfg) if cfg.samples > 1 else None  # a bad --bandit fails before any work
-    problems = load_problems(cfg.dataset, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     out_dir = eval_output_dir(cfg)
+    with claim_output(out_dir, SECTION, folder=True):
+        return _eval_into(cfg, out_dir)
+
+
+def _eval_into(cfg: EvalStageConfig, out_dir: Path) -> dict[str, Any]:
+    from looper_cli.config import save_resolved
+    from looper_cli.data import load_problems
+    from looper_cli.jsonl import JsonlAppender, atomic_write_json
+
+    bandit = _bandit_path(cfg) if cfg.samples > 1 else None  # a bad --bandit fails before any work
+    problems = load_problems(cfg.dataset, split=cfg.split, limit=cfg.limit, seed=cfg.seed,
+                             bare_answers=cfg.bare_answers)
     _check_resumable(cfg, out_dir)
     save_resolved(cfg, SECTION, out_dir)
     log = out_dir / EXAMPLES_NAME
@@ -139,28 +149,30 @@ def _checkpoints(cfg: EvalStageConfig) -> list[str]:
 
 
 def _check_options(cfg: EvalStageConfig) -> None:
-    if cfg.samples < 0:
-        raise UserError("--samples must be 0 or more")
-    if cfg.max_new_tokens < 1:
-        raise UserError("--max-new-tokens must be at least 1")
-    if cfg.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise UserError("--limit must be at least 1")
+    require_at_least("--samples", cfg.samples, 0)
+    require_counts({"--max-new-tokens": cfg.max_new_tokens, "--batch-size": cfg.batch_size, "--limit": cfg.limit,
+                    "bootstrap": cfg.bootstrap})
+    require_sampling(cfg.temperature, cfg.top_p)
+    from looper_cli.engine import engine_config
+
+    engine_config(cfg)  # --gpu-memory-utilization, --kv-cache-gib
     if cfg.samples and cfg.temperature <= 0:
         raise UserError("--samples needs --temperature > 0 (K greedy samples would be identical)")
 
 
 def _with_absolute_paths(cfg: EvalStageConfig) -> EvalStageConfig:
     """Local paths made absolute, so a resume from another folder still
-    recognises the same eval."""
+    recognises the same eval; the template resolved (by default, the one the
+    checkpoint was trained with)."""
     from looper_cli.models import ModelSource, absolute_if_local
+    from looper_cli.prompts import resolve_template
 
     ckpt = _checkpoints(cfg)[0]
     ModelSource.parse(ckpt)  # a missing path fails here, before any data or model loads
     return dataclasses.replace(cfg, checkpoint=[absolute_if_local(ckpt)],
                                dataset=absolute_if_local(cfg.dataset),
-                               bandit=absolute_if_local(cfg.bandit) if cfg.bandit else None)
+                               bandit=absolute_if_local(cfg.bandit) if cfg.bandit else None,
+                               template=resolve_template(cfg.template, ckpt))
 
 
 
@@ -194,7 +206,7 @@ def eval_output_dir(cfg: EvalStageConfig) -> Path:
 
 def _check_resumable(cfg: EvalStageConfig, out_dir: Path) -> None:
     """A folder holding an eval made with other options is never mixed into."""
-    from looper_cli.config import RESOLVED_CONFIG_NAME, as_dict, load_toml
+    from looper_cli.config import RESOLVED_CONFIG_NAME, as_dict, changed_keys, load_toml
 
     saved_path = out_dir / RESOLVED_CONFIG_NAME
     if not saved_path.is_file() or not (out_dir / EXAMPLES_NAME).exists():
@@ -203,16 +215,10 @@ def _check_resumable(cfg: EvalStageConfig, out_dir: Path) -> None:
     current = as_dict(cfg)
     greedy_only = not saved.get("samples") and not current.get("samples")
     keys = [k for k in IDENTITY_KEYS if not (greedy_only and k in SAMPLING_ONLY_KEYS)]
-    changed = [k for k in keys if _norm(saved.get(k)) != _norm(current.get(k))]
+    changed = changed_keys(saved, current, keys)
     if changed:
         raise UserError(f"{out_dir} holds an eval made with different {', '.join(changed)}; "
                         f"use another --output or delete that folder")
-
-
-def _norm(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    return None if value is None else str(value) if not isinstance(value, (int, float)) else float(value)
 
 
 # ---------------------------------------------------------------- the log
@@ -287,7 +293,7 @@ def _load(cfg: EvalStageConfig) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _prompt(tokenizer: Any, question: str, template: str) -> str:
+def _prompt(tokenizer: Any, question: str, template: Optional[str]) -> str:
     from looper_cli.prompts import build_prompt
 
     try:
@@ -375,7 +381,8 @@ def _sample_fields(problems: list[Any], groups: list[list[Any]], bandit: Any) ->
 
 def _votes(samples: list[dict[str, Any]], gold: float | None) -> dict[str, Any]:
     answers = [s["answer"] for s in samples]
-    fields: dict[str, Any] = {"samples": samples, "pass_at_k": any(s["correct"] for s in samples)}
+    fields: dict[str, Any] = {"samples": samples,
+                              "pass_at_k": None if gold is None else any(s["correct"] for s in samples)}
     fields["maj_answer"] = weighted_vote(answers, [1.0] * len(answers))
     if all("s_wm" in s for s in samples) and len(samples) > 1:
         fields["vote_answer"] = weighted_vote(answers, [s["s_wm"] for s in samples])
@@ -385,10 +392,13 @@ def _votes(samples: list[dict[str, Any]], gold: float | None) -> dict[str, Any]:
     return fields
 
 
-def _is_correct(value: float | None, gold: float | None) -> bool:
+def _is_correct(value: float | None, gold: float | None) -> bool | None:
+    """None when the gold is unknown: such a row is never counted as wrong."""
     from regime_w_core import answers_equal
 
-    return bool(value is not None and gold is not None and answers_equal(value, gold))
+    if gold is None:
+        return None
+    return bool(value is not None and answers_equal(value, gold))
 
 
 def weighted_vote(answers: Sequence[float | None], weights: Sequence[float]) -> float | None:
@@ -440,11 +450,11 @@ def summarise(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
 def _accuracies(rows: list[dict[str, Any]]) -> dict[str, Any]:
     from looper_cli.compare import wilson_interval
 
-    n = len(rows)
-    out: dict[str, Any] = {"n": n}
+    out: dict[str, Any] = {"n": len(rows)}
     for key, field_name in (("accuracy", "correct"), ("accuracy_strict", "correct_strict"),
                             ("accuracy_flexible", "correct_flexible")):
-        hits = sum(1 for r in rows if r.get(field_name))
+        judged = [r[field_name] for r in rows if r.get(field_name) is not None]  # unknown gold: not a miss
+        hits, n = sum(map(bool, judged)), len(judged)
         out[key] = hits / n if n else 0.0
         out[f"{key}_ci"] = list(wilson_interval(hits, n))
     return out

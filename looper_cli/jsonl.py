@@ -7,22 +7,28 @@ lost or corrupted" has one home.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+# Expected JSON types of a row's fields, by name: {"question": (str,), "gold": (int, float, type(None))}.
+FieldTypes = dict[str, tuple[type, ...]]
+
 
 @dataclass
 class ReadResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: list[int] = field(default_factory=list)  # 1-based line numbers
+    lines: list[int] = field(default_factory=list)  # the line number of each row, for messages
 
 
 def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> ReadResult:
     """Read every parseable JSON object; a line that is truncated, not JSON,
-    not an object, or missing a required key is recorded in `bad_lines`."""
+    not an object, or missing a required key is recorded in `bad_lines`.
+    A UTF-8 byte-order mark (what some editors put first) is not damage."""
     result = ReadResult()
     p = Path(path)
     if not p.exists():
@@ -30,6 +36,8 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> ReadResult:
     need = tuple(required)
     with p.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
             if not raw.strip():
                 continue
             row = _parse_line(raw)
@@ -37,7 +45,44 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> ReadResult:
                 result.bad_lines.append(number)
             else:
                 result.rows.append(row)
+                result.lines.append(number)
     return result
+
+
+def wrong_field(row: dict[str, Any], types: FieldTypes) -> str | None:
+    """What is wrong with the first field of `row` whose JSON type is not one
+    of `types` (a missing field is not checked here), or None."""
+    for name, allowed in types.items():
+        value = row.get(name)
+        if name in row and not _has_type(value, allowed):
+            return f"field '{name}' must be {' or '.join(map(_type_name, allowed))}, not {_value_name(value)}"
+    return None
+
+
+def _has_type(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # JSON true/false is no number, though Python says bool is an int
+        return bool in allowed
+    return isinstance(value, allowed)
+
+
+def _type_name(kind: type) -> str:
+    return {str: "text", int: "a number", float: "a number", bool: "true or false",
+            type(None): "null", list: "a list", dict: "an object"}.get(kind, kind.__name__)
+
+
+def _value_name(value: Any) -> str:
+    return "null" if value is None else f"{_type_name(type(value))} ({json.dumps(value)[:40]})"
+
+
+def require_field_types(result: ReadResult, path: str | Path, types: FieldTypes) -> None:
+    """A row with a field of the wrong type is refused, naming the line and
+    the field: coercing it (null -> "None") would be a silent wrong result."""
+    from looper_cli.errors import UserError
+
+    for row, line in zip(result.rows, result.lines):
+        problem = wrong_field(row, types)
+        if problem:
+            raise UserError(f"{path} line {line}: {problem}")
 
 
 def _parse_line(raw: bytes) -> dict[str, Any] | None:
@@ -126,11 +171,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not also keep half a copy
+        raise
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

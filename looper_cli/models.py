@@ -15,6 +15,13 @@ from typing import Any
 from looper_cli.errors import UserError
 
 ADAPTER_CONFIG = "adapter_config.json"
+# Written beside every adapter looper trains: what its base model was (name,
+# shape, a sample of the input embeddings), so that an adapter put on another
+# model is refused instead of producing garbage or an IndexError.
+BASE_RECORD_NAME = "looper_base.json"
+SHAPE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+              "num_key_value_heads", "intermediate_size")
+EMBEDDING_SAMPLE_COLUMNS = 8
 
 
 @dataclass
@@ -135,6 +142,7 @@ def attach_adapter(model: Any, adapter: str | Path, trainable: bool = False,
     path = Path(adapter)
     if not is_adapter_dir(path):
         raise UserError(f"no LoRA adapter ({ADAPTER_CONFIG}) in {path}")
+    check_adapter_fits(model, path)
     try:
         return PeftModel.from_pretrained(model, str(path), is_trainable=trainable,
                                          adapter_name=adapter_name)
@@ -143,6 +151,97 @@ def attach_adapter(model: Any, adapter: str | Path, trainable: bool = False,
             f"adapter {path} does not fit base model {model.config.name_or_path} "
             f"(it was made for {adapter_base(path)}): {_first_line(err)}"
         ) from None
+
+
+def base_identity(model: Any) -> dict[str, Any]:
+    """What an adapter trained on `model` needs its base to be: the shape of
+    the model and a few of its input-embedding values (which LoRA never
+    changes), so a model of the same shape with other weights is told apart."""
+    config = model.config
+    weight = model.get_input_embeddings().weight
+    shape = {key: getattr(config, key, None) for key in SHAPE_KEYS}
+    shape["embedding_rows"] = int(weight.shape[0])
+    n = int(weight.shape[0])
+    rows = sorted({n // 3, n // 2, n - 1})  # not row 0: often padding, all zeros
+    sample = weight.detach()[rows, :EMBEDDING_SAMPLE_COLUMNS].float().flatten().tolist()
+    return {"name": str(getattr(config, "name_or_path", "") or getattr(config, "_name_or_path", "")),
+            "shape": shape, "embedding_sample": [round(x, 7) for x in sample]}
+
+
+def save_base_record(out_dir: str | Path, identity: dict[str, Any]) -> None:
+    from looper_cli.jsonl import atomic_write_json
+
+    if is_adapter_dir(out_dir):  # a full model is its own base: nothing to check later
+        atomic_write_json(Path(out_dir) / BASE_RECORD_NAME, identity)
+
+
+def check_adapter_shape(base: str, adapter: str | Path) -> None:
+    """Before any weights load (rollout checks this before its workers
+    start): the adapter's recorded base shape against the base's config."""
+    from transformers import AutoConfig
+
+    record = _base_record(Path(adapter))
+    if record is None:
+        return
+    src = ModelSource.parse(base)
+    try:
+        config = AutoConfig.from_pretrained(src.path_or_id, **src.kwargs())
+    except (OSError, ValueError):
+        return  # not readable without loading: the full check runs when the model loads
+    differs = [f"{k} {record['shape'].get(k)} vs {getattr(config, k, None)}" for k in SHAPE_KEYS
+               if record["shape"].get(k) != getattr(config, k, None)]
+    if differs:
+        _refuse_adapter(Path(adapter), base, record, differs)
+
+
+def _base_record(adapter: Path) -> dict[str, Any] | None:
+    path = adapter / BASE_RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and isinstance(record.get("shape"), dict):
+            return record
+    except (OSError, json.JSONDecodeError):
+        pass
+    raise UserError(f"{path} is damaged; it records the base model {adapter} was trained on")
+
+
+def _refuse_adapter(adapter: Path, base: str, record: dict[str, Any], differs: list[str]) -> None:
+    raise UserError(f"adapter {adapter} does not fit base model {base}: it was trained on "
+                    f"{record.get('name')} ({'; '.join(differs[:3])}); pass that model as --base-model")
+
+
+def check_adapter_fits(model: Any, adapter: Path) -> None:
+    """Refuse an adapter whose recorded base differs from `model` in shape or
+    weights. An adapter without a record (made elsewhere) is checked for the
+    one mismatch that always breaks: a tokenizer larger than the embeddings."""
+    record = _base_record(adapter)
+    if record is None:
+        _check_tokenizer_fits(model, adapter)
+        return
+    mine = base_identity(model)
+    differs = [f"{k} {record['shape'].get(k)} vs {v}" for k, v in mine["shape"].items()
+               if record["shape"].get(k) != v]
+    if not differs and not _same_values(record.get("embedding_sample", []), mine["embedding_sample"]):
+        differs = ["same shape, other weights"]
+    if differs:
+        _refuse_adapter(adapter, mine["name"], record, differs)
+
+
+def _same_values(a: list[float], b: list[float]) -> bool:
+    """Equal up to bf16 rounding (a base loaded in bf16 on GPU, fp32 on CPU)."""
+    return len(a) == len(b) and all(abs(x - y) <= 1e-3 + 1e-2 * abs(x) for x, y in zip(a, b))
+
+
+def _check_tokenizer_fits(model: Any, adapter: Path) -> None:
+    if not any((adapter / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
+        return
+    rows = int(model.get_input_embeddings().weight.shape[0])
+    size = len(load_tokenizer(adapter))
+    if size > rows:
+        raise UserError(f"adapter {adapter} does not fit base model {model.config.name_or_path}: its tokenizer "
+                        f"has {size} tokens, the model's embeddings {rows}")
 
 
 def resolve_checkpoint(checkpoint: str | Path, base_model: str | None = None) -> tuple[str, str | None]:

@@ -147,17 +147,20 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     from looper_cli.config import save_resolved
     from looper_cli.jsonl import atomic_write_json
 
+    from looper_cli.locks import claim_output
+
     stages = check_stages(cfg.stages)
     pipe = Pipeline(cfg)
-    pipe.dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, SECTION, pipe.dir, name="pipeline.config.toml")
-    started = time.perf_counter()
-    base = prepare_base(pipe)
-    policies: dict[str, str] = {"base": base}
-    for stage in stages:
-        STAGE_RUNNERS[stage](pipe, policies)
-    summary = pipeline_summary(pipe, time.perf_counter() - started)
-    atomic_write_json(pipe.dir / "pipeline.summary.json", summary)
+    with claim_output(pipe.dir, SECTION, folder=True):  # one pipeline per run folder
+        pipe.dir.mkdir(parents=True, exist_ok=True)
+        save_resolved(cfg, SECTION, pipe.dir, name="pipeline.config.toml")
+        started = time.perf_counter()
+        base = prepare_base(pipe)
+        policies: dict[str, str] = {"base": base}
+        for stage in stages:
+            STAGE_RUNNERS[stage](pipe, policies)
+        summary = pipeline_summary(pipe, time.perf_counter() - started)
+        atomic_write_json(pipe.dir / "pipeline.summary.json", summary)
     print_pipeline_summary(pipe, summary)
     return summary
 

@@ -14,6 +14,7 @@ carries on from the state its checkpoint saw).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ from typing import Any, Literal, Optional
 
 from looper_cli import training
 from looper_cli.data import Problem, load_problems
-from looper_cli.prompts import Template
-from looper_cli.errors import UserError
+from looper_cli.prompts import Template, resolve_template
+from looper_cli.errors import UserError, require_at_least, require_positive
 from looper_cli.training import LoraOptions, TrainOptions
 
 SECTION = "ppo"
@@ -36,6 +37,7 @@ class PPOStageConfig(LoraOptions, TrainOptions):
     base_model: Optional[str] = None
     data: str = "gsm8k"
     split: str = "train"
+    bare_answers: bool = False  # accept answers without '#### N' (read as that line)
     algo: Literal["grpo", "rloo"] = "grpo"
     num_generations: int = 8
     max_new_tokens: int = 256
@@ -117,16 +119,23 @@ class RegimeWReward:
 def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
     """Train with the Regime W reward; save the adapter (or model), tokenizer,
     config.toml, bandit.json and summary.json; return the summary."""
+    with training.claim_stage_output(cfg, SECTION):
+        return _train_ppo(cfg)
+
+
+def _train_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
     if cfg.compile_layers:
         raise UserError("compile_layers is for sft and dpo: ppo samples with the model it trains, "
                         "and compiled layers would recompile at every generated length")
     start = start_checkpoint(cfg)
     check_engine_options(cfg)
+    cfg = dataclasses.replace(cfg, template=resolve_template(cfg.template, start))
     out = training.prepare_output(cfg, SECTION)
     if out.done is not None:
         return out.done
     out_dir, resume_from = out.dir, out.resume_from
-    problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)  # fail fast on bad data
+    problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed,
+                             bare_answers=cfg.bare_answers)  # fail fast on bad data
     training.quiet_hf_logging()
     run = setup_ppo(cfg, start, problems, out_dir, resume_from)
     trainer = run.trainer
@@ -145,13 +154,13 @@ def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
         from looper_cli.scoring import BANDIT_STATE_NAME, save_bandit
 
         save_bandit(run.reward.bandit, out_dir / BANDIT_STATE_NAME)
-    training.save_tokenizer_and_config(run.tokenizer, cfg, SECTION, out_dir)
+    training.save_tokenizer_and_config(run.tokenizer, cfg, SECTION, out_dir, run.base_record)
     training.write_summary(summary, out_dir, trainer.is_world_process_zero())
     return summary
 
 
 OOM_ADVICE = ("lower --batch-size or --max-new-tokens, or turn on --gradient-checkpointing "
-              "(with --keep-engine-memory, also lower --gpu-memory-utilization or --kv-cache-gib)")
+              "(or --release-engine-memory, or lower --gpu-memory-utilization or --kv-cache-gib)")
 
 
 @dataclass
@@ -163,6 +172,7 @@ class PPORun:
     sampler: Any  # ppo_rollout.GroupSampler
     tokenizer: Any
     dataset: Any
+    base_record: Any  # the base model's identity, saved beside the adapter
 
 
 def setup_ppo(cfg: PPOStageConfig, start: Path, problems: list[Problem], out_dir: Path,
@@ -170,9 +180,11 @@ def setup_ppo(cfg: PPOStageConfig, start: Path, problems: list[Problem], out_dir
     """Policy, dataset, reward (with its bandit), engine sampler and trainer,
     with the callback that saves the bandit in each checkpoint."""
     from looper_cli.ppo_rollout import GroupSampler
+    from looper_cli.models import base_identity
     from looper_cli.reward import RewardWeights
 
     model, tokenizer, adapter = training.load_trainable_policy(start, cfg.base_model, "--sft/--dpo")
+    base_record = base_identity(model)
     if cfg.attn_implementation:
         from looper_cli.engine.llama import base_causal_lm
 
@@ -182,9 +194,9 @@ def setup_ppo(cfg: PPOStageConfig, start: Path, problems: list[Problem], out_dir
                            RewardWeights(cfg.alpha, cfg.beta, cfg.gamma))
     sampler = GroupSampler(cfg.engine, engine_config(cfg), keep_memory=cfg.keep_engine_memory)
     trainer = build_trainer(cfg, model, tokenizer, dataset, reward, out_dir, sampler,
-                            peft_config=None if adapter is not None or cfg.full else training.lora_config(cfg))
+                            peft_config=None if adapter is not None or cfg.full else training.lora_config(cfg, model))
     trainer.add_callback(bandit_saver(reward, out_dir))
-    return PPORun(trainer, reward, sampler, tokenizer, dataset)
+    return PPORun(trainer, reward, sampler, tokenizer, dataset, base_record)
 
 
 def engine_config(cfg: PPOStageConfig) -> Any:
@@ -205,7 +217,7 @@ def check_engine_options(cfg: PPOStageConfig) -> None:
     if cfg.max_seqs < cfg.num_generations:
         raise UserError(f"--max-seqs ({cfg.max_seqs}) must hold one group of --num-generations "
                         f"({cfg.num_generations}): a group is sampled together")
-    from looper_cli.engine.generator import check_engine_config
+    from looper_cli.engine.api import check_engine_config
 
     check_engine_config(engine_config(cfg))
 
@@ -238,13 +250,19 @@ def start_checkpoint(cfg: PPOStageConfig) -> Path:
         raise UserError("ppo needs exactly one of --sft DIR or --dpo DIR (the policy to start from)")
     if cfg.num_generations < 2:
         raise UserError("--num-generations must be at least 2 (advantages are relative to the group)")
+    require_positive("--temperature", cfg.temperature)
+    require_at_least("--max-new-tokens", cfg.max_new_tokens, 1)
+    require_positive("--clip-epsilon", cfg.clip_epsilon)
+    require_at_least("--kl-beta", cfg.kl_beta, 0)
+    if cfg.bandit_state is not None and not Path(cfg.bandit_state).is_file():
+        raise UserError(f"--bandit-state file not found: {cfg.bandit_state}")
     if cfg.batch_size % cfg.num_generations:
         raise UserError(f"--batch-size ({cfg.batch_size}) must be a multiple of --num-generations "
                         f"({cfg.num_generations}) so every group is scored whole")
     return Path(cfg.sft or cfg.dpo)  # type: ignore[arg-type]
 
 
-def ppo_dataset(problems: list[Problem], tokenizer: Any, template: Template) -> Any:
+def ppo_dataset(problems: list[Problem], tokenizer: Any, template: Optional[Template]) -> Any:
     """prompt + the columns the reward needs (question id, gold, question)."""
     from datasets import Dataset
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from looper_cli.errors import UserError
+from looper_cli.errors import UserError, require_at_least
 
 SECTION = "prefs"
 KINDS = ("correctness", "coherence")
@@ -40,14 +40,23 @@ def output_path(cfg: PrefsStageConfig) -> Path:
 
 def run_prefs(cfg: PrefsStageConfig) -> dict[str, Any]:
     """Build the pairs, write them atomically, print and save the summary."""
-    from looper_cli.config import save_resolved
-    from looper_cli.errors import require_file
-    from looper_cli.jsonl import atomic_write_json, atomic_write_jsonl, read_jsonl
-    from looper_cli.rollout import group_by_question
+    from looper_cli.locks import claim_output
 
     kinds = check_config(cfg)
+    with claim_output(output_path(cfg), SECTION, folder=False):
+        return _write_pairs(cfg, kinds)
+
+
+def _write_pairs(cfg: PrefsStageConfig, kinds: tuple[str, ...]) -> dict[str, Any]:
+    from looper_cli.config import save_resolved
+    from looper_cli.errors import require_file
+    from looper_cli.jsonl import atomic_write_json, atomic_write_jsonl, read_jsonl, require_field_types
+    from looper_cli.rollout import ROW_TYPES, group_by_question
+
     src = require_file(cfg.rollouts, "rollouts file")
-    rows = read_jsonl(src, required=("question_id", "text")).rows
+    result = read_jsonl(src, required=("question_id", "text"))
+    require_field_types(result, src, ROW_TYPES)
+    rows = result.rows
     if not rows:
         raise UserError(f"no rollout rows in {src}")
     if any("s_wm" not in r or "reward" not in r for r in rows):
@@ -69,12 +78,9 @@ def check_config(cfg: PrefsStageConfig) -> tuple[str, ...]:
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise UserError(f"unknown pair kind(s): {', '.join(unknown)} (choose from {', '.join(KINDS)})")
-    if cfg.max_per_question < 1:
-        raise UserError(f"--max-per-question must be 1 or more, not {cfg.max_per_question}")
-    if cfg.max_pairs is not None and cfg.max_pairs < 0:
-        raise UserError(f"--max-pairs must be 0 or more, not {cfg.max_pairs}")
-    if cfg.coherence_threshold < 0:
-        raise UserError(f"--coherence-threshold must be 0 or more, not {cfg.coherence_threshold}")
+    require_at_least("--max-per-question", cfg.max_per_question, 1)
+    require_at_least("--max-pairs", cfg.max_pairs, 0)
+    require_at_least("--coherence-threshold", cfg.coherence_threshold, 0)
     return kinds
 
 

@@ -23,7 +23,7 @@ STAGE_ORDER = ("base", "sft", "merged", "dpo", "ppo", "grpo")
 
 def make_report(run_dir: str | Path, output: str | Path | None = None) -> dict[str, Any]:
     """Write the plots and report.md; returns {"output", "files"}."""
-    from looper_cli.jsonl import atomic_write_text
+    from looper_cli.locks import claim_output
 
     run = require_dir(run_dir, "run folder")
     out = Path(output) if output is not None else run / REPORT_DIR_NAME
@@ -32,7 +32,15 @@ def make_report(run_dir: str | Path, output: str | Path | None = None) -> dict[s
     arms = arm_posteriors(run)
     if not evals and not rollouts["n"] and arms is None:
         raise UserError(f"nothing to report in {run}: no eval/*/summary.json, {ROLLOUTS_NAME} or bandit.json")
-    out.mkdir(parents=True, exist_ok=True)
+    with claim_output(out, "report", folder=True):
+        out.mkdir(parents=True, exist_ok=True)
+        return _write_report(run, out, evals, rollouts, arms)
+
+
+def _write_report(run: Path, out: Path, evals: list[dict[str, Any]], rollouts: dict[str, Any],
+                  arms: dict[str, Any] | None) -> dict[str, Any]:
+    from looper_cli.jsonl import atomic_write_text
+
     files: list[str] = []
     sections = [f"# Report: {run.resolve().name}\n"]
     sections.append(_accuracy_section(evals, out, files))
@@ -98,9 +106,11 @@ def arm_posteriors(run: Path) -> dict[str, Any] | None:
     bandit = load_bandit(path)
     alpha, beta = list(map(float, bandit.alpha)), list(map(float, bandit.beta))
     sd = [math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))) for a, b in zip(alpha, beta)]
-    return {"arms": list(rw.ARMS), "names": list(rw.ARM_NAMES), "mean": list(map(float, bandit.posterior_mean)),
-            "sd": sd, "alpha": alpha, "beta": beta, "updates": int(bandit.n_updates),
-            "best": rw.ARMS[bandit.best_arm()]}
+    mean = list(map(float, bandit.posterior_mean))
+    # Every arm whose posterior mean ties the highest: naming one of them "best" would be arbitrary.
+    best = [arm for arm, m in zip(rw.ARMS, mean) if math.isclose(m, max(mean), rel_tol=1e-12)]
+    return {"arms": list(rw.ARMS), "names": list(rw.ARM_NAMES), "mean": mean,
+            "sd": sd, "alpha": alpha, "beta": beta, "updates": int(bandit.n_updates), "best": best}
 
 
 # ---------------------------------------------------------------- sections
@@ -121,15 +131,7 @@ def _accuracy_section(evals: list[dict[str, Any]], out: Path, files: list[str]) 
     if not evals:
         return "## Accuracy\n\nNo eval summaries (eval/*/summary.json) in this run.\n"
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(evals) + 2), 4))
-    names = [e["name"] for e in evals]
-    acc = [100 * e["accuracy"] for e in evals]
-    errors = [[100 * max(0.0, e["accuracy"] - e["accuracy_ci"][0]) for e in evals],
-              [100 * max(0.0, e["accuracy_ci"][1] - e["accuracy"]) for e in evals]]
-    ax.bar(names, acc, yerr=errors, capsize=4, color="tab:blue")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy per stage (Wilson 95% CI)")
-    ax.tick_params(axis="x", rotation=30)
+    fig = accuracy_figure(plt, evals)
     files.append(_save(fig, plt, out / "accuracy.png"))
     lines = ["## Accuracy\n", "![accuracy](accuracy.png)\n",
              "| eval | n | accuracy [95% CI] | strict | flexible | maj@K | vote@K |", "|---|---|---|---|---|---|---|"]
@@ -138,6 +140,21 @@ def _accuracy_section(evals: list[dict[str, Any]], out: Path, files: list[str]) 
                      f"{_pct(e.get('accuracy_strict'))} | {_pct(e.get('accuracy_flexible'))} | "
                      f"{_pct(e.get('maj_at_k'))} | {_pct(e.get('vote_at_k'))} |")
     return "\n".join(lines) + "\n"
+
+
+def accuracy_figure(plt: Any, evals: list[dict[str, Any]]) -> Any:
+    """Accuracy per eval with its Wilson CI and the value above each bar."""
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(evals) + 2), 4))
+    names = [e["name"] for e in evals]
+    acc = [100 * e["accuracy"] for e in evals]
+    errors = [[100 * max(0.0, e["accuracy"] - e["accuracy_ci"][0]) for e in evals],
+              [100 * max(0.0, e["accuracy_ci"][1] - e["accuracy"]) for e in evals]]
+    bars = ax.bar(names, acc, yerr=errors, capsize=4, color="tab:blue")
+    _label_bars(ax, bars, [f"{a:.1f}%" for a in acc], top=max(a + e for a, e in zip(acc, errors[1])))
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy per stage (Wilson 95% CI)")
+    ax.tick_params(axis="x", rotation=30)
+    return fig
 
 
 def _comparison_section(evals: list[dict[str, Any]]) -> str:
@@ -195,13 +212,15 @@ def _arm_section(arms: dict[str, Any] | None, out: Path, files: list[str]) -> st
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.5))
     labels = [f"{a}\n" + n.replace(" ", "\n") for a, n in zip(arms["arms"], arms["names"])]
-    ax.bar(labels, arms["mean"], yerr=arms["sd"], capsize=4, color="tab:purple")
-    ax.set_ylim(0, 1)
+    bars = ax.bar(labels, arms["mean"], yerr=arms["sd"], capsize=4, color="tab:purple")
+    _label_bars(ax, bars, [f"{m:.3f}" for m in arms["mean"]], top=1.0)
     ax.set_ylabel("posterior mean (Beta) +- sd")
     ax.set_title(f"Arm posteriors after {arms['updates']} informative groups")
     ax.tick_params(axis="x", labelsize=8)
     files.append(_save(fig, plt, out / "arms.png"))
-    lines = ["## Regime W arms\n", "![arms](arms.png)\n", f"Best arm: **{arms['best']}**.\n",
+    best = ", ".join(f"**{a}**" for a in arms["best"])
+    best_line = f"Best arm: {best}." if len(arms["best"]) == 1 else f"Best arms (tied posterior means): {best}."
+    lines = ["## Regime W arms\n", "![arms](arms.png)\n", best_line + "\n",
              "| arm | name | mean | sd | alpha | beta |", "|---|---|---|---|---|---|"]
     for i, arm in enumerate(arms["arms"]):
         lines.append(f"| {arm} | {arms['names'][i]} | {arms['mean'][i]:.3f} | {arms['sd'][i]:.3f} | "
@@ -210,6 +229,13 @@ def _arm_section(arms: dict[str, Any] | None, out: Path, files: list[str]) -> st
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _label_bars(ax: Any, bars: Any, labels: list[str], top: float) -> None:
+    """The value above each bar (a 0% bar is otherwise invisible), with head
+    room so the labels stay inside the plot."""
+    ax.bar_label(bars, labels=labels, padding=3, fontsize=8)
+    ax.set_ylim(0, max(top, 1e-9) * 1.15)
 
 
 def _save(fig: Any, plt: Any, path: Path) -> str:

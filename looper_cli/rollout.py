@@ -18,6 +18,7 @@ a stable share of the questions (hash of the question id).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Optional
 
-from looper_cli.errors import UserError
+from looper_cli.errors import UserError, require_at_least, require_counts, require_sampling
 from looper_cli.jsonl import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl
 
 SECTION = "rollout"
@@ -38,6 +39,12 @@ GENERATION_FIELDS = ("base_model", "adapter", "data", "split", "samples", "tempe
 ENGINE_SUMMARY_KEYS = ("useful_tokens", "decode_steps", "mean_rows_busy", "slot_use", "preemptions",
                        "peak_kv_blocks", "kv_blocks")
 SCORE_BATCH_GROUPS = 256  # groups per call into the compiled scorer (one progress step)
+SCORE_SECTION = "score"
+SCORE_ROW_KEYS = ("question_id", "text", "tokens")
+# JSON types of the rollout row fields scoring reads: a wrong one is an error naming the line.
+ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "question_id": (str, int), "text": (str,), "tokens": (int,), "sample_index": (int,),
+    "gold": (int, float, type(None)), "question": (str, type(None))}
 
 Report = Callable[[tuple], None]
 
@@ -49,6 +56,7 @@ class RolloutStageConfig:
     data: str = "gsm8k"
     split: str = "train"
     limit: Optional[int] = None
+    bare_answers: bool = False  # accept answers without '#### N' (read as that line)
     samples: int = 8
     temperature: float = 0.8
     top_p: float = 1.0
@@ -61,10 +69,21 @@ class RolloutStageConfig:
     output: Path = Path("runs/default/rollouts.jsonl")
     seed: int = 0
     engine: Literal["auto", "hf", "fast"] = "auto"
-    template: Literal["chat", "plain"] = "chat"
+    template: Optional[Literal["chat", "plain"]] = None  # None: the adapter's (its config.toml), else chat
     alpha: float = 1.0
     beta: float = 0.5
     gamma: float = 0.1
+
+
+@dataclass
+class ScoreStageConfig:
+    rollouts: Optional[Path] = None
+    output: Optional[Path] = None  # default: rewrite `rollouts` in place
+    alpha: float = 1.0
+    beta: float = 0.5
+    gamma: float = 0.1
+    learn: bool = True
+    drop_damaged: bool = False  # in place: let lines that cannot be read be dropped
 
 
 @dataclass
@@ -113,13 +132,17 @@ def run_rollout(cfg: RolloutStageConfig) -> dict[str, Any]:
     the final file and the summary. Returns the summary."""
     from looper_cli.config import save_resolved
     from looper_cli.data import load_problems
+    from looper_cli.locks import claim_output
+    from looper_cli.prompts import resolve_template
 
     check_config(cfg)
     cfg = with_absolute_paths(cfg)
+    cfg = dataclasses.replace(cfg, template=resolve_template(cfg.template, cfg.adapter, cfg.base_model))
     output = Path(cfg.output)
-    problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
+    problems = load_problems(cfg.data, split=cfg.split, limit=cfg.limit, seed=cfg.seed,
+                             bare_answers=cfg.bare_answers)
     shards = shards_dir(output)
-    with _exclusive_lock(shards):
+    with claim_output(output, SECTION, folder=False), claim_output(bandit_path(output), SECTION, folder=False):
         check_generation_settings(cfg, shards)
         store = collect_complete_groups(output, shards, cfg.samples, compact=True)
         pending = [p for p in problems if p.id not in store.groups]
@@ -133,9 +156,9 @@ def run_rollout(cfg: RolloutStageConfig) -> dict[str, Any]:
                             f"(first: {missing[0]}); rerun the same command to resume")
         order = {p.id: i for i, p in enumerate(problems)}
         rows = merge_and_score(output, store, order, cfg)
-    save_resolved(cfg, SECTION, output.parent, name=output.stem + ".config.toml")
-    summary = rollout_summary(rows, cfg, generated, time.perf_counter() - started)
-    atomic_write_json(summary_path(output), summary)
+        save_resolved(cfg, SECTION, output.parent, name=output.stem + ".config.toml")
+        summary = rollout_summary(rows, cfg, generated, time.perf_counter() - started)
+        atomic_write_json(summary_path(output), summary)
     print_rollout_summary(summary)
     return summary
 
@@ -143,19 +166,22 @@ def run_rollout(cfg: RolloutStageConfig) -> dict[str, Any]:
 def check_config(cfg: RolloutStageConfig) -> None:
     if not cfg.base_model:
         raise UserError("rollout needs --base-model (a hub id, a model folder or a .gguf file)")
-    from looper_cli.models import ModelSource
+    from looper_cli.models import ModelSource, check_adapter_shape, is_adapter_dir
 
     ModelSource.parse(cfg.base_model)  # a bad path fails here, before any worker starts
     if cfg.adapter is not None and not Path(cfg.adapter).is_dir():
         raise UserError(f"adapter folder not found: {cfg.adapter}")
-    if cfg.samples < 1:
-        raise UserError(f"--samples must be 1 or more, not {cfg.samples}")
-    if cfg.max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens must be 1 or more, not {cfg.max_new_tokens}")
-    if not 0 < cfg.top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1], not {cfg.top_p}")
-    if cfg.workers is not None and cfg.workers < 1:
-        raise UserError(f"--workers must be 1 or more, not {cfg.workers}")
+    if cfg.adapter is not None and not is_adapter_dir(cfg.adapter):
+        raise UserError(f"{cfg.adapter} is not a LoRA adapter folder (no adapter_config.json)")
+    if cfg.adapter is not None:
+        check_adapter_shape(cfg.base_model, cfg.adapter)
+    require_counts({"--limit": cfg.limit, "--samples": cfg.samples, "--batch-size": cfg.batch_size,
+                    "--max-new-tokens": cfg.max_new_tokens, "--workers": cfg.workers})
+    require_at_least("--gpus", cfg.gpus, 0)
+    require_sampling(cfg.temperature, cfg.top_p)
+    from looper_cli.engine import engine_config
+
+    engine_config(cfg)  # --gpu-memory-utilization, --kv-cache-gib
     if cfg.gpus and cfg.workers:
         raise UserError("give --gpus N (one worker per GPU) or --workers N (CPU workers), not both")
     if Path(cfg.output).suffix != ".jsonl":
@@ -181,11 +207,16 @@ def generation_settings(cfg: RolloutStageConfig) -> dict[str, Any]:
 def check_generation_settings(cfg: RolloutStageConfig, shards: Path) -> None:
     """Resuming mixes old and new groups, so they must come from the same
     settings; the first run records them."""
+    from looper_cli.config import changed_keys
+
     path = shards / GENERATION_SETTINGS
     wanted = generation_settings(cfg)
     if path.is_file():
         recorded = json.loads(path.read_text())
-        changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+        changed = sorted(changed_keys(recorded, wanted, wanted))
+        if changed and not _holds_rollouts(Path(cfg.output), shards):
+            changed = []  # an earlier run stopped before its first group: nothing to mix
+            atomic_write_json(path, wanted)
         if changed:
             diffs = ", ".join(f"{k} {recorded.get(k)} -> {wanted[k]}" for k in changed)
             raise UserError(f"{cfg.output} holds rollouts made with other settings ({diffs}); "
@@ -194,27 +225,8 @@ def check_generation_settings(cfg: RolloutStageConfig, shards: Path) -> None:
         atomic_write_json(path, wanted)
 
 
-class _exclusive_lock:
-    """One rollout writes to an output at a time (a second one would
-    duplicate groups). The OS frees the lock when the holder dies."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / "lock"
-
-    def __enter__(self) -> "_exclusive_lock":
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = self.path.open("w")
-        try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.close()
-            raise UserError(f"another rollout is writing to {self.path.parent}; wait for it") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._fh.close()
+def _holds_rollouts(output: Path, shards: Path) -> bool:
+    return output.is_file() or any(f.stat().st_size for f in shards.glob("shard-*.jsonl"))
 
 
 # ----------------------------------------------------------------------------- groups on disk
@@ -505,34 +517,35 @@ def merge_and_score(output: Path, store: GroupStore, order: dict[str, int],
     scored in the final file keep their scores (the bandit learns from each
     group once); the rest are scored now. Written atomically."""
     from looper_cli.reward import RewardWeights
-    from looper_cli.scoring import load_bandit, save_bandit
+    from looper_cli.scoring import load_bandit, load_taught_groups, save_bandit
 
     ids = sorted(store.groups, key=lambda q: (order.get(q, len(order)), q))
     groups = [store.groups[q] for q in ids]
     unscored = [g for g in groups if any("reward" not in r for r in g)]
     bandit = load_bandit(bandit_path(output), seed=cfg.seed)
+    taught = load_taught_groups(bandit_path(output))
     weights = RewardWeights(cfg.alpha, cfg.beta, cfg.gamma)
     rows = [row for g in groups for row in g]
     if not unscored and store.from_final == len(groups):
         return rows  # nothing new: the final file already is the union
-    score_row_groups(unscored, bandit, weights, description="score")
+    taught |= score_row_groups(unscored, bandit, weights, description="score", learn=True)
     atomic_write_jsonl(output, rows)
-    save_bandit(bandit, bandit_path(output))  # after the rows: a kill here re-learns nothing twice
+    save_bandit(bandit, bandit_path(output), taught)  # after the rows: a kill here re-learns nothing twice
     return rows
 
 
 def score_row_groups(groups: list[list[dict[str, Any]]], bandit: Any, weights: Any,
-                     description: str = "score") -> None:
+                     description: str = "score", learn: bool = True) -> set[str]:
     """Add the Regime W fields and the reward to every row, in place, in
-    batches of groups (one progress step per batch). The bandit learns from
-    groups with known gold."""
+    batches of groups (one progress step per batch). With `learn`, the bandit
+    learns from groups with known gold; returns the keys of those groups."""
     from regime_w_core import extract_answers
 
     from looper_cli.progress import make_progress
     from looper_cli.scoring import score_groups
 
     if not groups:
-        return
+        return set()
     with make_progress() as progress:
         task = progress.add_task(description, total=len(groups))
         for start in range(0, len(groups), SCORE_BATCH_GROUPS):
@@ -541,13 +554,20 @@ def score_row_groups(groups: list[list[dict[str, Any]]], bandit: Any, weights: A
             scored = score_groups(
                 [[r["text"] for r in g] for g in batch], [[int(r["tokens"]) for r in g] for g in batch],
                 bandit, golds=golds if any(x is not None for x in golds) else None,
-                questions=[str(g[0].get("question") or "") for g in batch], weights=weights, learn=True)
+                questions=[str(g[0].get("question") or "") for g in batch], weights=weights, learn=learn)
             flat = [row for g in batch for row in g]
             answers = extract_answers([r["text"] for r in flat], "auto")
             for i, (row, found) in enumerate(zip(flat, answers)):
                 row.update(scored.row_fields(i))
                 row["answer_flexible"] = bool(found.flexible) if found is not None else None
             progress.update(task, advance=len(batch))
+    return {_group_key(g) for g in groups if _gold(g[0]) is not None} if learn else set()
+
+
+def _group_key(group: list[dict[str, Any]]) -> str:
+    from looper_cli.scoring import group_key
+
+    return group_key(group[0]["question_id"], [r["text"] for r in group], _gold(group[0]))
 
 
 def _gold(row: dict[str, Any]) -> Optional[float]:
@@ -555,31 +575,66 @@ def _gold(row: dict[str, Any]) -> Optional[float]:
     return None if gold is None else float(gold)
 
 
-def score_rollouts_file(path: str | Path, output: str | Path | None = None,
-                        weights: Any = None, learn: bool = True) -> dict[str, Any]:
+def run_score(cfg: ScoreStageConfig) -> dict[str, Any]:
+    """`looper score`: rescore a rollouts file, print and return the summary."""
+    from looper_cli.reward import RewardWeights
+
+    if cfg.rollouts is None:
+        raise UserError("score needs a rollouts file")
+    summary = score_rollouts_file(cfg.rollouts, cfg.output, RewardWeights(cfg.alpha, cfg.beta, cfg.gamma),
+                                  learn=cfg.learn, drop_damaged=cfg.drop_damaged)
+    print_rollout_summary(summary, title="looper score: done")
+    return summary
+
+
+def score_rollouts_file(path: str | Path, output: str | Path | None = None, weights: Any = None,
+                        learn: bool = True, drop_damaged: bool = False) -> dict[str, Any]:
     """(Re)score a rollouts file: group rows by question (file order), score
     every group, write the scored file atomically (in place by default), and
-    load/save the bandit next to the input. Returns a small summary."""
+    load/save the bandit next to the input. The bandit learns each group once
+    (bandit.json records the groups it learned from); a group it already
+    learned from is rescored without teaching it again."""
+    from contextlib import nullcontext
+
     from looper_cli.errors import require_file
-    from looper_cli.reward import RewardWeights
-    from looper_cli.scoring import load_bandit, save_bandit
+    from looper_cli.locks import claim_output
 
     src = require_file(path, "rollouts file")
-    result = read_jsonl(src, required=("question_id", "text", "tokens"))
+    dest = Path(output) if output else src
+    with claim_output(dest, SCORE_SECTION, folder=False), \
+            (claim_output(bandit_path(src), SCORE_SECTION, folder=False) if learn else nullcontext()):
+        return _score_file(src, dest, weights, learn, drop_damaged)
+
+
+def _score_file(src: Path, dest: Path, weights: Any, learn: bool, drop_damaged: bool) -> dict[str, Any]:
+    from looper_cli.jsonl import require_field_types
+    from looper_cli.reward import RewardWeights
+    from looper_cli.scoring import load_bandit, load_taught_groups, save_bandit
+
+    result = read_jsonl(src, required=SCORE_ROW_KEYS)
     if not result.rows:
-        raise UserError(f"no rollout rows in {src} (each row needs question_id, text, tokens)")
+        raise UserError(f"no rollout rows in {src} (each row needs {', '.join(SCORE_ROW_KEYS)})")
+    require_field_types(result, src, ROW_TYPES)
+    if result.bad_lines and dest.resolve() == src.resolve() and not drop_damaged:
+        raise UserError(f"{src} has {len(result.bad_lines)} line(s) that cannot be read (first: line "
+                        f"{result.bad_lines[0]}); rewriting it in place would drop them: fix them, write "
+                        "elsewhere with --output, or pass --drop-damaged")
     groups = group_by_question(result.rows)
     bandit_file = bandit_path(src)
     bandit = load_bandit(bandit_file)
-    score_row_groups(groups, bandit, weights or RewardWeights(), description="score")
-    dest = Path(output) if output else src
-    atomic_write_jsonl(dest, [row for g in groups for row in g])
-    if learn:
-        save_bandit(bandit, bandit_file)
+    taught = load_taught_groups(bandit_file)
+    weights = weights or RewardWeights()
+    new = [learn and _group_key(g) not in taught for g in groups]
+    learned = score_row_groups([g for g, n in zip(groups, new) if n], bandit, weights, learn=True)
+    score_row_groups([g for g, n in zip(groups, new) if not n], bandit, weights, description="rescore",
+                     learn=False)
     rows = [row for g in groups for row in g]
+    atomic_write_jsonl(dest, rows)
+    if learn:
+        save_bandit(bandit, bandit_file, taught | learned)
     return {"input": str(src), "output": str(dest), "questions": len(groups), "solutions": len(rows),
             "skipped_lines": len(result.bad_lines), **_accuracy_and_reward(rows),
-            "bandit": str(bandit_file) if learn else None}
+            "bandit": str(bandit_file) if learn else None, "bandit_new_groups": len(learned)}
 
 
 def group_by_question(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -618,17 +673,14 @@ def print_rollout_summary(summary: dict[str, Any], title: str = "looper rollout:
     from rich.console import Console
     from rich.table import Table
 
+    from looper_cli.progress import format_value
+
     table = Table(title=title, show_header=False)
     for key, value in summary.items():
         if isinstance(value, dict):
             for inner, figure in value.items():
-                table.add_row(f"{key} {inner}".replace("_", " "), _format(figure))
-        elif key != "stage":
-            table.add_row(key.replace("_", " "), _format(value))
+                if figure is not None:
+                    table.add_row(f"{key} {inner}".replace("_", " "), format_value(inner, figure))
+        elif key != "stage" and value is not None:
+            table.add_row(key.replace("_", " "), format_value(key, value))
     Console().print(table)
-
-
-def _format(value: Any) -> str:
-    if not isinstance(value, float):
-        return str(value)
-    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"

@@ -8,9 +8,11 @@ bandit's state in a JSON file next to the run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +22,10 @@ from looper_cli.jsonl import atomic_write_text
 from looper_cli.reward import RewardWeights, rewards
 
 BANDIT_STATE_NAME = "bandit.json"
+# Beside the core's own fields in bandit.json (which the core ignores when
+# reading): the groups the bandit has learned from, so rescoring a file never
+# teaches it the same evidence twice.
+TAUGHT_KEY = "taught_groups"
 
 
 @dataclass
@@ -65,8 +71,32 @@ def load_bandit(path: str | Path | None, seed: int = 0) -> Any:
     return Bandit(seed=seed)
 
 
-def save_bandit(bandit: Any, path: str | Path) -> None:
-    atomic_write_text(path, bandit.to_json())
+def save_bandit(bandit: Any, path: str | Path, taught: Iterable[str] | None = None) -> None:
+    """The core's state, plus the keys of the groups it learned from when given."""
+    if taught is None:
+        atomic_write_text(path, bandit.to_json())
+        return
+    state = json.loads(bandit.to_json())
+    state[TAUGHT_KEY] = sorted(taught)
+    atomic_write_text(path, json.dumps(state))
+
+
+def load_taught_groups(path: str | Path) -> set[str]:
+    """The keys of the groups the bandit saved at `path` has learned from."""
+    if not Path(path).is_file():
+        return set()
+    try:
+        state = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        raise UserError(f"bandit state {path} is damaged") from None
+    return set(state.get(TAUGHT_KEY, [])) if isinstance(state, dict) else set()
+
+
+def group_key(question_id: Any, texts: Sequence[str], gold: Any) -> str:
+    """One group's evidence: its question, its solutions and its gold."""
+    gold = None if gold is None else float(gold)  # 12 and 12.0 are the same gold
+    digest = hashlib.sha1(json.dumps([str(question_id), list(texts), gold]).encode("utf-8")).hexdigest()
+    return digest[:16]
 
 
 def score_groups(

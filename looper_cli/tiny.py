@@ -31,6 +31,21 @@ class TinyConfig:
     seed: int = 0
 
 
+def run_tiny(out_dir: str | Path, data: str, limit: int, seed: int, force: bool = False) -> Path:
+    """`looper tiny`: build the model into `out_dir`, which must be new or
+    empty unless `force` (a typo must not overwrite a trained model)."""
+    from looper_cli.data import load_problems
+    from looper_cli.errors import UserError
+    from looper_cli.locks import claim_output
+
+    out = Path(out_dir)
+    with claim_output(out, "tiny", folder=True):
+        if out.is_dir() and any(out.iterdir()) and not force:
+            raise UserError(f"{out} is not empty; pass --force to overwrite it, or choose another folder")
+        problems = load_problems(data, split="train", limit=limit, seed=seed)
+        return build_tiny_model(out, [p.question + "\n" + p.answer for p in problems], TinyConfig(seed=seed))
+
+
 def build_tiny_model(out_dir: str | Path, texts: Iterable[str], cfg: TinyConfig | None = None) -> Path:
     """Train the tokenizer on `texts`, make a random Llama, save both to `out_dir`."""
     import torch

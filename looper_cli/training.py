@@ -17,12 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from looper_cli.errors import UserError
+from looper_cli.errors import UserError, require_at_least, require_between, require_counts, require_positive
 from looper_cli.jsonl import atomic_write_json
 
 SUMMARY_NAME = "summary.json"
 DEFAULT_RUN = "default"
 ReportTo = Literal["none", "tensorboard", "wandb"]
+# Options that change how a run goes, not what it learns: a resume may change
+# them (more GPUs, another logger, eager attention after a NaN). Every other
+# option must match the run being resumed.
+RUN_ONLY_KEYS = frozenset({
+    "run", "output", "resume", "gpus", "accelerate_config", "report_to", "gradient_checkpointing", "liger",
+    "compile_layers", "activation_budget", "logging_steps", "save_steps", "save_total_limit",
+    "attn_implementation"})
 
 
 @dataclass
@@ -37,7 +44,7 @@ class TrainOptions:
     batch_size: int = 4  # per device
     grad_accum: int = 1
     max_length: int = 1024
-    template: Literal["chat", "plain"] = "chat"
+    template: Optional[Literal["chat", "plain"]] = None  # None: what the start checkpoint used, else chat
     limit: Optional[int] = None  # use only the first N examples
     seed: int = 0
     save_steps: int = 50
@@ -78,14 +85,56 @@ def train_device() -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
 
-def lora_config(opts: LoraOptions) -> Any:
+def lora_config(opts: LoraOptions, model: Any) -> Any:
+    """The LoRA settings, with the target modules checked against `model`
+    (a misspelled name would otherwise fail deep inside PEFT)."""
     from peft import LoraConfig
 
     targets: Any = opts.lora_targets
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
+        check_lora_targets(model, targets)
     return LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
+
+
+def check_lora_targets(model: Any, targets: list[str]) -> None:
+    """PEFT matches a target by the last parts of a module's name."""
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing or not targets:
+        import torch.nn as nn
+
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise UserError(f"--lora-targets {', '.join(missing) or '(empty)'}: no such module in the model "
+                        f"(its linear layers: {', '.join(leaves[:12])}; or all-linear)")
+
+
+def check_train_options(opts: TrainOptions) -> None:
+    """The numbers that TRL, PEFT or torch would otherwise reject with a
+    traceback deep inside training, or silently accept (0 epochs trains
+    nothing and reports a loss of 0)."""
+    if opts.max_steps is None:
+        require_positive("--epochs", opts.epochs)
+    require_positive("--max-steps", opts.max_steps)
+    require_positive("--lr", opts.lr)
+    require_counts({"--batch-size": opts.batch_size, "--grad-accum": opts.grad_accum, "--save-steps": opts.save_steps,
+                    "--logging-steps": opts.logging_steps, "--limit": opts.limit,
+                    "save_total_limit": opts.save_total_limit})
+    require_at_least("--max-length", opts.max_length, 2)
+    require_between("--activation-budget", opts.activation_budget, 0, 1, low_open=True)
+    if isinstance(opts, LoraOptions) and not opts.full:
+        require_counts({"--lora-r": opts.lora_r})
+        require_positive("--lora-alpha", opts.lora_alpha)
+        require_between("--lora-dropout", opts.lora_dropout, 0, 1)
+
+
+def require_room_for_answers(prompt_tokens: list[int], max_length: int) -> None:
+    """Examples whose prompt fills --max-length have no answer tokens left
+    and are dropped; when all are, training would start on nothing."""
+    if prompt_tokens and min(prompt_tokens) >= max_length:
+        raise UserError(f"--max-length {max_length} leaves no room for any answer: the shortest prompt "
+                        f"is {min(prompt_tokens)} tokens")
 
 
 def trl_args(opts: TrainOptions, out_dir: Path, device: str, **stage_args: Any) -> dict[str, Any]:
@@ -185,14 +234,44 @@ def use_liger(opts: TrainOptions) -> bool:
 def check_output_dir(opts: TrainOptions, out_dir: Path) -> Optional[str]:
     """The checkpoint to resume from, or None for a fresh start. A folder with
     checkpoints from an earlier run and no --resume is refused, so finished
-    work is never overwritten by accident."""
+    work is never overwritten by accident; a damaged newest checkpoint is
+    named, not handed to the trainer."""
     last = last_checkpoint(out_dir)
     if opts.resume:
+        if last is not None:
+            check_checkpoint(Path(last))
         return last
     if last is not None:
         raise UserError(f"{out_dir} already holds checkpoints ({Path(last).name}); "
                         "pass --resume to continue, or choose another --output")
     return None
+
+
+def check_checkpoint(folder: Path) -> None:
+    """Cheap integrity checks of what `Trainer` reloads: the state parses, each
+    safetensors header parses, each torch file is a whole zip (a cut or
+    overwritten file loses its central directory)."""
+    import zipfile
+
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.name == "trainer_state.json" and "global_step" not in json.loads(path.read_text()):
+                raise ValueError("no global_step")
+            elif path.suffix == ".safetensors":
+                _safetensors_header(path)
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                zipfile.ZipFile(path).close()
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+            raise UserError(f"checkpoint {folder} is damaged ({path.name}: {str(err).splitlines()[0][:80]}); "
+                            "delete that folder to resume from the one before it") from None
+
+
+def _safetensors_header(path: Path) -> None:
+    with path.open("rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        if not 0 < size <= path.stat().st_size - 8:
+            raise ValueError("header size out of range")
+        json.loads(fh.read(size))
 
 
 def last_checkpoint(out_dir: Path) -> Optional[str]:
@@ -217,25 +296,76 @@ class OutputState:
     resume_from: Optional[str]  # the checkpoint to continue from
 
 
+def claim_stage_output(opts: TrainOptions, stage: str) -> Any:
+    """Hold the output folder's lock for the whole stage (main process only:
+    the other ranks of a multi-GPU run share the main one's claim)."""
+    from contextlib import nullcontext
+
+    from looper_cli.locks import claim_output
+
+    if not is_main_process():
+        return nullcontext()
+    return claim_output(output_dir(opts, stage), stage, folder=True)
+
+
 def prepare_output(opts: TrainOptions, stage: str) -> OutputState:
     """The output folder of `stage`, checked once: finished, resumable, or fresh
-    (and the options checked before any model loads)."""
-    if not 0 < opts.activation_budget <= 1:
-        raise UserError(f"--activation-budget must be in (0, 1], not {opts.activation_budget}")
+    (and the options checked before any model loads). A resume must use the
+    settings the run was started with; they are recorded at the start."""
+    from looper_cli.locks import check_output_kind
+
+    check_train_options(opts)
     # Batches padded to their longest row change shape every step; growable segments keep
     # the freed blocks of one shape usable for the next (set before CUDA starts).
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    out_dir = output_dir(opts, stage)
-    done = finished_summary(opts, out_dir)
-    return OutputState(out_dir, done, None if done is not None else check_output_dir(opts, out_dir))
+    out_dir = check_output_kind(output_dir(opts, stage), folder=True)
+    done = finished_summary(opts, out_dir, stage)
+    if done is not None:
+        return OutputState(out_dir, done, None)
+    resume_from = check_output_dir(opts, out_dir)
+    if resume_from is not None:
+        check_same_settings(opts, stage, out_dir)
+    if is_main_process():
+        from looper_cli.config import save_resolved
+
+        save_resolved(opts, stage, out_dir)  # what a later --resume is compared with
+    return OutputState(out_dir, None, resume_from)
 
 
-def finished_summary(opts: TrainOptions, out_dir: Path) -> Optional[dict[str, Any]]:
-    """With --resume, a stage whose summary.json exists is already done."""
+def finished_summary(opts: TrainOptions, out_dir: Path, stage: str) -> Optional[dict[str, Any]]:
+    """The summary of a finished run in `out_dir`, when --resume asks for it
+    with the same settings; a finished run is never trained over."""
     path = out_dir / SUMMARY_NAME
-    if opts.resume and path.is_file():
-        return json.loads(path.read_text())
-    return None
+    if not path.is_file():
+        return None
+    if not opts.resume:
+        raise UserError(f"{out_dir} holds a finished {stage} run; choose another --output "
+                        "(or pass --resume to keep it as it is)")
+    check_same_settings(opts, stage, out_dir, finished=True)
+    if is_main_process():
+        from looper_cli.progress import console
+
+        console.print(f"looper {stage}: already finished, nothing to do; its output is in {out_dir}")
+    return json.loads(path.read_text())
+
+
+def check_same_settings(opts: TrainOptions, stage: str, out_dir: Path, finished: bool = False) -> None:
+    """Resuming with other settings would train a mix of two runs under one
+    name: refuse, naming what differs."""
+    from looper_cli.config import RESOLVED_CONFIG_NAME, as_dict, changed_keys, load_toml
+
+    saved_path = out_dir / RESOLVED_CONFIG_NAME
+    if not saved_path.is_file():
+        raise UserError(f"{out_dir} has no {RESOLVED_CONFIG_NAME} recording how its run was started; "
+                        "it cannot be resumed safely: choose another --output")
+    saved = load_toml(saved_path).get(stage, {})
+    current = as_dict(opts)
+    changed = changed_keys(saved, current, [k for k in current if k not in RUN_ONLY_KEYS])
+    if changed:
+        diffs = ", ".join(f"{k} {saved.get(k)} -> {current.get(k)}" for k in changed)
+        run = f"the finished {stage} run in {out_dir}" if finished else f"the {stage} run in {out_dir}"
+        raise UserError(f"--resume with other settings than {run} ({diffs}); "
+                        "use the same settings, or choose another --output")
 
 
 def progress_callback(stage: str) -> Any:
@@ -396,41 +526,46 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from looper_cli.progress import format_value
+
     table = Table(title=f"looper {summary.get('stage', '')}: done", show_header=False)
     rows = [("steps", summary.get("steps")), ("final loss", summary.get("final_loss")),
             ("mean loss", summary.get("mean_loss")), ("time (s)", summary.get("seconds")),
             ("tokens/s", summary.get("tokens_per_s")),
             ("tokens/s, 2nd half", summary.get("second_half_tokens_per_s")),
             ("peak GPU GiB", summary.get("peak_gpu_gib")), ("output", summary.get("output_dir"))]
-    rows += [(k, v) for k, v in summary.items() if k.startswith(("mean_reward", "accuracy"))]
+    rows += [(k.replace("_", " "), v) for k, v in summary.items() if k.startswith(("mean_reward", "accuracy"))]
     rows += [(label, summary[k]) for k, label in GENERATION_ROWS if k in summary]
     for name, value in rows:
-        table.add_row(name, _format_number(value))
+        if value is not None:  # nothing measured (no GPU, no training step): no row
+            table.add_row(name, format_value(name, value))
     Console().print(table)
-
-
-def _format_number(value: Any) -> str:
-    if not isinstance(value, float):
-        return str(value)
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def save_tokenizer_and_config(tokenizer: Any, cfg: Any, section: str, out_dir: Path) -> None:
+def save_tokenizer_and_config(tokenizer: Any, cfg: Any, section: str, out_dir: Path,
+                              base: Optional[dict[str, Any]] = None) -> None:
+    """The tokenizer, the resolved config and, for an adapter, the record of
+    its base model (`models.base_identity` of the model it was trained on)."""
     from looper_cli.config import save_resolved
+    from looper_cli.models import save_base_record
 
     if is_main_process():
         tokenizer.save_pretrained(out_dir)
         save_resolved(cfg, section, out_dir)
+        if base is not None:
+            save_base_record(out_dir, base)
 
 
 def stage_summary_fields(cfg: Any) -> dict[str, Any]:
-    """The few config values worth repeating in the summary."""
+    """The few config values worth repeating in the summary (JSON types kept:
+    `"full": false`, not the string "False")."""
     names = ("base_model", "data", "sft", "dpo", "prefs", "algo", "full")
-    return {k: str(v) for k, v in dataclasses.asdict(cfg).items() if k in names and v is not None}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()
+            if k in names and v is not None}
 
 
 def load_trainable_policy(checkpoint: Any, base_model: Optional[str], flag: str) -> tuple[Any, Any, Optional[str]]:

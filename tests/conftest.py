@@ -65,6 +65,43 @@ def cli():
     return run_cli
 
 
+# Runs `looper` once per argv inside ONE interpreter (imports paid once), the
+# same `main()` a user's shell runs, and reports each run's exit code and
+# stderr; an exception `main()` lets through is reported as the traceback the
+# user would have seen.
+_BATCH_RUNNER = r"""
+import contextlib, io, json, sys, traceback
+from looper_cli.cli import main
+results = []
+for argv in json.load(sys.stdin):
+    err, out, code = io.StringIO(), io.StringIO(), 0
+    sys.argv = ["looper", *argv]
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append({"argv": argv, "code": code, "stderr": err.getvalue(), "stdout": out.getvalue()})
+print("\n" + json.dumps(results))
+"""
+
+
+def run_cli_batch(cases: list[list[str]], cwd: Path | None = None, timeout: float = 600) -> list[dict]:
+    """`looper ARGV` for each argv, as `run_cli` would, but in one process:
+    [{"argv", "code", "stderr", "stdout"}, ...] in order."""
+    import json
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", _BATCH_RUNNER], input=json.dumps([list(map(str, c)) for c in cases]),
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().rsplit("\n", 1)[-1])
+
+
 # Steps/lr picked so the model writes `#### N` answers and gets a few of the
 # first synthetic train problems right (~6% at temperature 1): a non-zero
 # reward signal for rollout/prefs/pipeline tests, in ~30-60 s on 2 cores.

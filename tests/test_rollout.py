@@ -107,7 +107,8 @@ def test_resume_refuses_rollouts_made_with_other_settings(tiny_model: Path, tmp_
     out = tmp_path / "rollouts.jsonl"
     shards_dir(out).mkdir(parents=True)
     (shards_dir(out) / "generation.json").write_text(json.dumps({"samples": "8"}))
-    with pytest.raises(UserError, match="other settings"):
+    (shards_dir(out) / "shard-0.jsonl").write_text(json.dumps({"question_id": "q1", "sample_index": 0}) + "\n")
+    with pytest.raises(UserError, match="other settings"):  # rows made otherwise are never mixed in
         run_rollout(RolloutStageConfig(base_model=str(tiny_model), data="synthetic", limit=2, samples=K,
                                        output=out))
 

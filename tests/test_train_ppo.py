@@ -6,6 +6,7 @@ completions."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +76,10 @@ def test_ppo_rloo_resumes_from_checkpoint_with_its_bandit(warm_tiny_model: Path,
     out = tmp_path / "rloo"
     options = dict(sft=warm_tiny_model, data="synthetic:8", algo="rloo", num_generations=4, batch_size=8,
                    max_new_tokens=32, lr=1e-4, save_steps=1, lora_r=8, output=out)
-    run_ppo(PPOStageConfig(max_steps=1, **options))  # type: ignore[arg-type]
+    run_ppo(PPOStageConfig(max_steps=2, **options))  # type: ignore[arg-type]
     assert (out / "checkpoint-1" / "bandit.json").is_file()  # saved with the checkpoint
-    (out / "summary.json").unlink()  # as if killed after checkpoint-1
+    shutil.rmtree(out / "checkpoint-2")  # as if killed after checkpoint-1
+    (out / "summary.json").unlink()
     summary = run_ppo(PPOStageConfig(max_steps=2, resume=True, **options))  # type: ignore[arg-type]
     assert Path(summary["resumed_from"]).name == "checkpoint-1" and summary["steps"] == 2
     assert summary["engine"] == "hf" and summary["generated_tokens"] > 0  # RLOO samples through the engine too

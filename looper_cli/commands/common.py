@@ -35,3 +35,14 @@ def gpu_memory_option() -> Optional[float]:
 def kv_cache_option() -> Optional[float]:
     return typer.Option(None, help="KV cache size in GiB (instead of sizing it from free GPU memory).",
                         show_default=False)
+
+
+def bare_answers_option() -> Optional[bool]:
+    return typer.Option(None, "--bare-answers/--no-bare-answers", help="Accept gold answers without a "
+                        "`#### N` line, read as if they were that line (`18`, `1,234`). Default: off, such a "
+                        "row is an error naming it.", show_default=False)
+
+
+def template_option() -> Optional[str]:
+    return typer.Option(None, "--template", help="Prompt format: chat or plain. Default: the one the "
+                        "checkpoint was trained with (its config.toml), else chat.", show_default=False)

@@ -15,15 +15,14 @@ def tiny(
     data: str = typer.Option("synthetic", help="Problems to train the tokenizer on (path, hub id or 'synthetic')."),
     limit: int = typer.Option(500, help="How many problems to train the tokenizer on."),
     seed: int = typer.Option(0, help="Seed of the random weights."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT if it already holds files."),
 ) -> None:
     """Build a tiny random-initialised Llama with a BPE tokenizer trained on the
     problems (seconds on CPU). Used by the tests and the built-in default run.
 
     Example: `looper tiny runs/tiny --data ../shared/data/gsm8k --limit 300`
     """
-    from looper_cli.data import load_problems
-    from looper_cli.tiny import TinyConfig, build_tiny_model
+    from looper_cli.tiny import run_tiny
 
-    problems = load_problems(data, split="train", limit=limit, seed=seed)
-    path = build_tiny_model(out, [p.question + "\n" + p.answer for p in problems], TinyConfig(seed=seed))
+    path = run_tiny(out, data, limit, seed, force)
     typer.echo(f"tiny model written to {path}")

@@ -9,7 +9,8 @@ from typing import List, Optional
 import typer
 
 from looper_cli.app import app
-from looper_cli.commands.common import ConfigOption, batch_size_option, gpu_memory_option, kv_cache_option
+from looper_cli.commands.common import (ConfigOption, bare_answers_option, batch_size_option, gpu_memory_option,
+                                        kv_cache_option, template_option)
 
 
 @app.command("eval")
@@ -23,6 +24,7 @@ def eval_command(
                                           "Default: gsm8k.", show_default=False),
     split: Optional[str] = typer.Option(None, help="Split to evaluate. Default: test.", show_default=False),
     limit: Optional[int] = typer.Option(None, help="Only the first N questions.", show_default=False),
+    bare_answers: Optional[bool] = bare_answers_option(),
     samples: Optional[int] = typer.Option(None, help="K sampled completions per question besides the greedy "
                                           "one: maj@K, Regime W vote@K, pass@K. Default: 0.", show_default=False),
     temperature: Optional[float] = typer.Option(None, help="Temperature of the K samples. Default: 0.8.",
@@ -32,9 +34,9 @@ def eval_command(
     gpu_memory_utilization: Optional[float] = gpu_memory_option(),
     kv_cache_gib: Optional[float] = kv_cache_option(),
     output: Optional[Path] = typer.Option(None, help="Eval folder (several checkpoints: the parent folder). "
-                                          "Default: outputs/eval/<checkpoint>-<dataset>.", show_default=False),
+                                          "Default: `outputs/eval/<checkpoint>-<dataset>`.", show_default=False),
     engine: Optional[str] = typer.Option(None, help="auto, hf or fast. Default: auto.", show_default=False),
-    template: Optional[str] = typer.Option(None, help="chat or plain. Default: chat.", show_default=False),
+    template: Optional[str] = template_option(),
     bandit: Optional[str] = typer.Option(None, help="Regime W bandit.json (or a run folder) for the vote. "
                                          "Default: the checkpoint's run's bandit.json, else a fresh one.",
                                          show_default=False),
@@ -55,10 +57,10 @@ def eval_command(
     from looper_cli.evaluate import SECTION, EvalStageConfig, render_summary, run_evals
 
     cfg = resolve(EvalStageConfig, SECTION, config, checkpoint=checkpoint, base_model=base_model,
-                  dataset=dataset, split=split, limit=limit, samples=samples, temperature=temperature,
-                  max_new_tokens=max_new_tokens, batch_size=batch_size,
-                  gpu_memory_utilization=gpu_memory_utilization, kv_cache_gib=kv_cache_gib, output=output, engine=engine,
-                  template=template, bandit=bandit, seed=seed)
+                  dataset=dataset, split=split, limit=limit, bare_answers=bare_answers, samples=samples,
+                  temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                  gpu_memory_utilization=gpu_memory_utilization, kv_cache_gib=kv_cache_gib, output=output,
+                  engine=engine, template=template, bandit=bandit, seed=seed)
     result = run_evals(cfg)
     console = Console()
     for summary in result["runs"]:
@@ -70,31 +72,31 @@ def eval_command(
 
 @app.command("compare")
 def compare_command(
-    eval_a: Path = typer.Argument(..., help="Eval folder A (the baseline)."),
-    eval_b: Path = typer.Argument(..., help="Eval folder B (reported as B - A)."),
-    metric: str = typer.Option("accuracy", help="accuracy, strict, flexible, maj, vote or pass."),
-    bootstrap: int = typer.Option(10000, help="Paired bootstrap resamples."),
-    seed: int = typer.Option(0, help="Bootstrap seed."),
+    eval_a: Optional[Path] = typer.Argument(None, help="Eval folder A (the baseline).", show_default=False),
+    eval_b: Optional[Path] = typer.Argument(None, help="Eval folder B (reported as B - A).", show_default=False),
+    metric: Optional[str] = typer.Option(None, help="accuracy, strict, flexible, maj, vote or pass. "
+                                         "[default: accuracy]", show_default=False),
+    bootstrap: Optional[int] = typer.Option(None, help="Paired bootstrap resamples. [default: 10000]",
+                                            show_default=False),
+    seed: Optional[int] = typer.Option(None, help="Bootstrap seed. [default: 0]", show_default=False),
     output: Optional[Path] = typer.Option(None, help="Also write the result as JSON here.", show_default=False),
+    config: Optional[Path] = ConfigOption,
 ) -> None:
     """Compare two evals on their shared questions: accuracies with Wilson CIs, McNemar, bootstrap CI.
 
     Example: `looper compare runs/default/eval/sft-gsm8k runs/default/eval/dpo-gsm8k`
     """
-    from rich.console import Console
+    from looper_cli.compare import SECTION, CompareStageConfig, run_compare
+    from looper_cli.config import resolve
 
-    from looper_cli.compare import compare_eval_dirs, render_comparison
-    from looper_cli.jsonl import atomic_write_json
-
-    result = compare_eval_dirs(eval_a, eval_b, metric=metric, n_boot=bootstrap, seed=seed)
-    if output is not None:
-        atomic_write_json(output, result)
-    Console().print(render_comparison(result))
+    cfg = resolve(CompareStageConfig, SECTION, config, eval_a=eval_a, eval_b=eval_b, metric=metric,
+                  bootstrap=bootstrap, seed=seed, output=output)
+    run_compare(cfg)
 
 
 @app.command("report")
 def report_command(
-    run_dir: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
+    run_dir: Path = typer.Argument(..., help="A run folder (`runs/<name>`)."),
     output: Optional[Path] = typer.Option(None, help="Default: RUN_DIR/report.", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:

@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 
 from looper_cli.app import app
-from looper_cli.commands.common import (batch_size_option, config_option, gpu_memory_option, gpus_option,
-                                        kv_cache_option)
+from looper_cli.commands.common import (bare_answers_option, batch_size_option, config_option, gpu_memory_option,
+                                        gpus_option, kv_cache_option, template_option)
 
 
 @app.command("rollout")
@@ -22,6 +22,7 @@ def rollout(
                                        show_default=False),
     split: Optional[str] = typer.Option(None, help="Split. [default: train]", show_default=False),
     limit: Optional[int] = typer.Option(None, help="Only the first N questions.", show_default=False),
+    bare_answers: Optional[bool] = bare_answers_option(),
     samples: Optional[int] = typer.Option(None, help="Solutions per question (K). [default: 8]", show_default=False),
     temperature: Optional[float] = typer.Option(None, help="Sampling temperature. [default: 0.8]",
                                                 show_default=False),
@@ -38,8 +39,7 @@ def rollout(
     seed: Optional[int] = typer.Option(None, help="Sampling seed. [default: 0]", show_default=False),
     engine: Optional[str] = typer.Option(None, help="Generation engine: auto, hf or fast. [default: auto]",
                                          show_default=False),
-    template: Optional[str] = typer.Option(None, help="Prompt template: chat or plain. [default: chat]",
-                                           show_default=False),
+    template: Optional[str] = template_option(),
     config: Optional[Path] = config_option(),
 ) -> None:
     """Sample K solutions per question, stream them to disk, score them with
@@ -52,8 +52,8 @@ def rollout(
     from looper_cli.rollout import SECTION, RolloutStageConfig, run_rollout
 
     cfg = resolve(RolloutStageConfig, SECTION, config, base_model=base_model, adapter=adapter, data=data,
-                  split=split, limit=limit, samples=samples, temperature=temperature, top_p=top_p,
-                  max_new_tokens=max_new_tokens, batch_size=batch_size,
+                  split=split, limit=limit, bare_answers=bare_answers, samples=samples, temperature=temperature,
+                  top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
                   gpu_memory_utilization=gpu_memory_utilization, kv_cache_gib=kv_cache_gib, gpus=gpus, workers=workers,
                   output=output, seed=seed, engine=engine, template=template)
     run_rollout(cfg)
@@ -61,25 +61,35 @@ def rollout(
 
 @app.command("score")
 def score(
-    rollouts: Path = typer.Argument(..., help="Rollouts file (one row per solution; unscored rows are fine)."),
+    rollouts: Optional[Path] = typer.Argument(None, help="Rollouts file (one row per solution; unscored rows "
+                                              "are fine).", show_default=False),
     output: Optional[Path] = typer.Option(None, help="Scored file. [default: rewrite ROLLOUTS in place]",
                                           show_default=False),
-    alpha: float = typer.Option(1.0, help="Reward weight of correctness."),
-    beta: float = typer.Option(0.5, help="Reward weight of Regime W coherence (s_wm)."),
-    gamma: float = typer.Option(0.1, help="Reward weight of the length penalty."),
-    learn: bool = typer.Option(True, "--learn/--no-learn",
-                               help="Update and save the bandit (bandit.json next to ROLLOUTS) from known gold."),
+    alpha: Optional[float] = typer.Option(None, help="Reward weight of correctness. [default: 1.0]",
+                                          show_default=False),
+    beta: Optional[float] = typer.Option(None, help="Reward weight of Regime W coherence (s_wm). [default: 0.5]",
+                                         show_default=False),
+    gamma: Optional[float] = typer.Option(None, help="Reward weight of the length penalty. [default: 0.1]",
+                                          show_default=False),
+    learn: Optional[bool] = typer.Option(None, "--learn/--no-learn", help="Update and save the bandit "
+                                         "(bandit.json next to ROLLOUTS) from groups with known gold that it has "
+                                         "not learned from yet. [default: learn]", show_default=False),
+    drop_damaged: Optional[bool] = typer.Option(None, "--drop-damaged", help="Rescoring in place drops lines "
+                                                "that cannot be read (refused without this).", show_default=False),
+    config: Optional[Path] = config_option(),
 ) -> None:
     """(Re)score a rollouts file with Regime W: answers, s_end, s_path, s_cf,
-    s_wm, arm and reward per solution; written atomically.
+    s_wm, arm and reward per solution; written atomically. The bandit learns
+    from each group once, however often the file is rescored.
 
     Example: `looper score runs/a/rollouts.jsonl --output runs/a/rescored.jsonl --beta 1.0`
     """
-    from looper_cli.reward import RewardWeights
-    from looper_cli.rollout import print_rollout_summary, score_rollouts_file
+    from looper_cli.config import resolve
+    from looper_cli.rollout import SCORE_SECTION, ScoreStageConfig, run_score
 
-    summary = score_rollouts_file(rollouts, output, RewardWeights(alpha, beta, gamma), learn=learn)
-    print_rollout_summary(summary, title="looper score: done")
+    cfg = resolve(ScoreStageConfig, SCORE_SECTION, config, rollouts=rollouts, output=output, alpha=alpha,
+                  beta=beta, gamma=gamma, learn=learn, drop_damaged=drop_damaged)
+    run_score(cfg)
 
 
 @app.command("prefs")

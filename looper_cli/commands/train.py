@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from looper_cli.app import app
-from looper_cli.commands.common import config_option, gpu_memory_option, gpus_option, kv_cache_option
+from looper_cli.commands.common import bare_answers_option, config_option, gpu_memory_option, gpus_option, kv_cache_option
 
 # Options the three training stages share, defined once.
 _RUN = typer.Option(None, "--run", help="Run name: output goes to checkpoints/RUN/STAGE. Default: default.",
@@ -22,8 +22,8 @@ _BATCH = typer.Option(None, "--batch-size", help="Examples per GPU per step.", s
 _ACCUM = typer.Option(None, "--grad-accum", help="Gradient accumulation steps. Default: 1.", show_default=False)
 _MAXLEN = typer.Option(None, "--max-length", help="Longest prompt+answer in tokens. Default: 1024.",
                        show_default=False)
-_TEMPLATE = typer.Option(None, "--template", help="Prompt format: chat (tutoring chat template) or plain.",
-                         show_default=False)
+_TEMPLATE = typer.Option(None, "--template", help="Prompt format: chat (tutoring chat template) or plain. "
+                         "Default: what the starting checkpoint was trained with, else chat.", show_default=False)
 _LIMIT = typer.Option(None, "--limit", help="Use only the first N examples.", show_default=False)
 _SEED = typer.Option(None, "--seed", help="Random seed. Default: 0.", show_default=False)
 _SAVE_STEPS = typer.Option(None, "--save-steps", help="Checkpoint every N steps (what --resume restarts from). "
@@ -141,6 +141,7 @@ def ppo(
     dpo: Optional[Path] = typer.Option(None, "--dpo", help="Or start from this DPO output.", show_default=False),
     data: Optional[str] = typer.Option(None, "--data", help="Prompts: gsm8k, a .jsonl file/folder, or "
                                        "synthetic[:N]. Default: gsm8k.", show_default=False),
+    bare_answers: Optional[bool] = bare_answers_option(),
     algo: Optional[str] = typer.Option(None, "--algo", help="grpo (group-mean baseline) or rloo (leave-one-out)."
                                        " Default: grpo.", show_default=False),
     num_generations: Optional[int] = typer.Option(None, "--num-generations", help="Answers sampled per prompt "
@@ -191,7 +192,7 @@ def ppo(
 
     There is no value model (TRL >= 1.13 has no value-model PPO trainer): each
     prompt gets `--num-generations` sampled answers, Regime W scores the group,
-    reward = alpha*correct + beta*s_wm - gamma*length_penalty, and TRL's
+    `reward = alpha * correct + beta * s_wm - gamma * length_penalty`, and TRL's
     GRPOTrainer (or RLOOTrainer with `--algo rloo`) takes the clipped policy step.
     The K answers of a prompt are sampled together by `--engine`, in this process,
     on the weights the last step updated. The arm bandit's state is kept in

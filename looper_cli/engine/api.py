@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Optional, Protocol, Sequence
 
+from looper_cli.errors import UserError
+
 Engine = Literal["auto", "hf", "fast"]
 
 
@@ -96,11 +98,27 @@ class GenerationStats:
         return out
 
 
+def check_engine_config(config: EngineConfig) -> None:
+    """Engine options: one clear line for each bad value."""
+    positive = {"sequences in flight (--batch-size; --max-seqs in ppo)": config.max_seqs,
+                "max_batched_tokens": config.max_batched_tokens,
+                "block_size": config.block_size, "decode_steps": config.decode_steps}
+    for name, value in positive.items():
+        if value < 1:
+            raise UserError(f"{name} must be 1 or more, not {value}")
+    if not 0 < config.gpu_memory_utilization <= 1:
+        raise UserError(f"--gpu-memory-utilization must be in (0, 1], not {config.gpu_memory_utilization}")
+    if config.kv_cache_gib is not None and config.kv_cache_gib <= 0:
+        raise UserError(f"--kv-cache-gib must be above 0, not {config.kv_cache_gib}")
+
+
 def engine_config(options: Any) -> EngineConfig:
     """The engine settings of a stage config that has `batch_size` (sequences
     in flight), `gpu_memory_utilization` and `kv_cache_gib`."""
-    return EngineConfig(max_seqs=options.batch_size, gpu_memory_utilization=options.gpu_memory_utilization,
-                        kv_cache_gib=options.kv_cache_gib)
+    config = EngineConfig(max_seqs=options.batch_size, gpu_memory_utilization=options.gpu_memory_utilization,
+                          kv_cache_gib=options.kv_cache_gib)
+    check_engine_config(config)  # a bad value is one line before any model loads
+    return config
 
 
 OnPromptDone = Callable[[int, list[Completion]], None]

@@ -16,7 +16,7 @@ import time
 from typing import Any, Sequence as Seq
 
 from looper_cli.engine.api import (Completion, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
-                                   completion_from_ids)
+                                   check_engine_config, completion_from_ids)
 from looper_cli.engine.block_manager import BlockManager
 from looper_cli.engine.llama import is_llama_family, model_type
 from looper_cli.engine.model_runner import ModelRunner, graph_buckets
@@ -204,16 +204,3 @@ class FastGenerator:
         if any(len(p) == 0 for p in prompts):
             raise UserError("a prompt is empty after tokenization")
 
-
-def check_engine_config(config: EngineConfig) -> None:
-    """Engine options: one clear line for each bad value."""
-    positive = {"sequences in flight (--batch-size; --max-seqs in ppo)": config.max_seqs,
-                "max_batched_tokens": config.max_batched_tokens,
-                "block_size": config.block_size, "decode_steps": config.decode_steps}
-    for name, value in positive.items():
-        if value < 1:
-            raise UserError(f"{name} must be 1 or more, not {value}")
-    if not 0 < config.gpu_memory_utilization <= 1:
-        raise UserError(f"--gpu-memory-utilization must be in (0, 1], not {config.gpu_memory_utilization}")
-    if config.kv_cache_gib is not None and config.kv_cache_gib <= 0:
-        raise UserError(f"--kv-cache-gib must be above 0, not {config.kv_cache_gib}")

@@ -122,7 +122,8 @@ class Bandit:
     def best_arm(self) -> int:
         """The arm with the best posterior mean (used without gold)."""
     def choose(self, n_groups: int) -> npt.NDArray[np.int64]:
-        """One Thompson-sampled arm per group; advances the seeded stream."""
+        """One Thompson-sampled arm per group; advances the seeded stream.
+        At most 10,000,000 groups per call (ValueError above)."""
     def assign(
         self, scores: BatchScores, explore: bool = True
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:

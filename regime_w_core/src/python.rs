@@ -304,6 +304,9 @@ fn pairwise_similarity<'py>(
     Ok(sims.into_pyarray(py).into_any())
 }
 
+/// The most groups one `Bandit.choose` call draws arms for (80 MB of result).
+const MAX_CHOOSE_GROUPS: usize = 10_000_000;
+
 /// (arm index per solution, s_wm per solution).
 type Assignment<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>);
 
@@ -350,8 +353,15 @@ impl PyBandit {
         self.inner.best_arm()
     }
 
-    fn choose<'py>(&mut self, py: Python<'py>, n_groups: usize) -> Bound<'py, PyArray1<i64>> {
-        self.inner.choose(n_groups).into_iter().map(|a| a as i64).collect::<Vec<_>>().into_pyarray(py)
+    /// At most MAX_CHOOSE_GROUPS per call: a larger request (10**12 from a
+    /// typo) would allocate without bound and ignore Ctrl-C until it failed.
+    fn choose<'py>(&mut self, py: Python<'py>, n_groups: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        if n_groups > MAX_CHOOSE_GROUPS {
+            return Err(PyValueError::new_err(format!(
+                "n_groups must be at most {MAX_CHOOSE_GROUPS} per call, got {n_groups}"
+            )));
+        }
+        Ok(self.inner.choose(n_groups).into_iter().map(|a| a as i64).collect::<Vec<_>>().into_pyarray(py))
     }
 
     #[pyo3(signature = (scores, explore = true))]
