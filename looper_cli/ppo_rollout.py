@@ -111,16 +111,20 @@ class GroupSampler:
             with generation_model(trainer) as model:
                 groups = self._generator(model, trainer).generate_ids(prompt_ids, cfg)
         except torch.OutOfMemoryError:
+            self._release()  # whatever the setting: the run stops, and memory goes first
             raise UserError(SAMPLING_OOM) from None
-        finally:
-            if self.generator is not None and not self.keep_memory:
-                self.generator.release()  # the KV cache goes back to the training step
+        if not self.keep_memory:
+            self._release()  # the KV cache goes back to the training step
         seconds = time.perf_counter() - started
         tokens = sum(len(c.token_ids) for group in groups for c in group)
         self.seconds += seconds
         self.tokens += tokens
         log_generation_rate(trainer, tokens, seconds)
         return groups
+
+    def _release(self) -> None:
+        if self.generator is not None:
+            self.generator.release()
 
     def _generator(self, model: Any, trainer: Any) -> Generator:
         # Built once, on the model object itself: its modules are what the

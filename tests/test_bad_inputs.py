@@ -225,6 +225,8 @@ def test_bare_answers_are_read_when_asked_and_no_gold_is_ever_null(tiny_model, b
     summary = run_eval(EvalStageConfig(checkpoint=[str(tiny_model)], dataset=str(bad_data["bare"]), limit=3,
                                        bare_answers=True, max_new_tokens=4, engine="hf", output=tmp_path / "ev"))
     rows = read_jsonl(tmp_path / "ev" / "examples.jsonl").rows
+    order = [p.id for p in load_problems(bad_data["bare"], bare_answers=True)]
+    rows.sort(key=lambda r: order.index(r["question_id"]))  # the log is in the order questions finish
     assert summary["n"] == 3 and [r["gold"] for r in rows] == golds[:3]
     assert all(r["gold"] is not None for r in rows)
     assert load_problems(bad_data["number_answer"], bare_answers=True)[1].gold == 18.0  # a JSON number too
