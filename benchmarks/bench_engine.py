@@ -31,43 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_common import ROWS, record, random_prompts, timed  # noqa: E402
 from gpu_models import EOS, build_llama, id_tokenizer  # noqa: E402
-
-ROWS: list[dict] = []
-
-
-def record(section: str, what: str, value: float, unit: str, note: str = "") -> None:
-    row = dict(section=section, what=what, value=round(value, 4), unit=unit, note=note)
-    ROWS.append(row)
-    print(json.dumps(row), flush=True)
-
-
-def timed(fn):
-    import torch
-
-    def sync() -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
-    sync()
-    start = time.perf_counter()
-    out = fn()
-    sync()
-    return time.perf_counter() - start, out
-
-
-def random_prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
-    import random
-
-    rng = random.Random(seed)
-    return [[rng.randrange(3, vocab) for _ in range(length)] for _ in range(n)]
-
 
 def useful(ids: list[int], eos: int) -> int:
     return ids.index(eos) + 1 if eos in ids else len(ids)
@@ -213,7 +183,7 @@ def section_step(args) -> None:
     from looper_cli.engine.generator import FastGenerator
 
     model = build_llama(args.step_shape, "cuda")
-    prompts = random_prompts(max(args.step_rows), 128, model.config.vocab_size, seed=4)
+    prompts = random_prompts(max(args.step_rows), 128, 128, model.config.vocab_size, seed=4)
     for lora in (False, True):
         if lora:
             model = get_peft_model(model, LoraConfig(r=args.step_lora_r, lora_alpha=2 * args.step_lora_r,
@@ -271,7 +241,7 @@ def section_rollout(args) -> None:
     import torch
 
     model = build_llama(args.shape, args.device, "bfloat16" if args.device == "cuda" else "float32")
-    prompts = random_prompts(args.prompts, args.prompt_len, model.config.vocab_size, seed=1)
+    prompts = random_prompts(args.prompts, args.prompt_len, args.prompt_len, model.config.vocab_size, seed=1)
     bias = calibrate_eos_bias(model, prompts, args.temperature, args.hazard)
     note = (f"{args.shape} random init, EOS bias {bias:.2f} (hazard {args.hazard}), {args.prompts} prompts x "
             f"{args.samples}, {args.prompt_len}-token prompts, T {args.temperature}, cap {args.cap}")

@@ -27,30 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_common import ROWS, record, random_prompts, sync  # noqa: E402
 from gpu_models import build_llama, id_tokenizer  # noqa: E402
-
-ROWS: list[dict] = []
-
-
-def record(section: str, what: str, value: float, unit: str, note: str = "") -> None:
-    row = dict(section=section, what=what, value=round(value, 3), unit=unit, note=note)
-    ROWS.append(row)
-    print(json.dumps(row), flush=True)
-
-
-def sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def random_prompts(n: int, low: int, high: int, vocab: int, seed: int) -> list[list[int]]:
-    import random
-
-    rng = random.Random(seed)
-    return [[rng.randrange(3, vocab) for _ in range(rng.randint(low, high))] for _ in range(n)]
-
 
 # -- scaling: N engine processes on N GPUs over sharded questions -------------
 def section_scaling(args) -> None:
@@ -93,10 +71,10 @@ def section_worker(args) -> None:
     # compile cache left by an earlier run cannot favour one side of the
     # comparison: the figures are steady-state throughput.
     engine.warm_up(200 + cfg.max_new_tokens)
-    sync("cuda")
+    sync()
     start = time.perf_counter()
     groups = engine.generate_ids(prompts, cfg)
-    sync("cuda")
+    sync()
     tokens = sum(len(c.token_ids) for g in groups for c in g)
     print(json.dumps(dict(seconds=time.perf_counter() - start, tokens=tokens)), flush=True)
 
