@@ -38,3 +38,25 @@ def random_prompts(n: int, low: int, high: int, vocab: int, seed: int) -> list[l
 
     rng = random.Random(seed)
     return [[rng.randrange(3, vocab) for _ in range(rng.randint(low, high))] for _ in range(n)]
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+    print(f"device: {name}; torch {torch.__version__}", flush=True)
+    return name
+
+
+def finish(title: str, device: str, out_dir, file_name: str) -> None:
+    """The table of every recorded row (last, where a device call's output
+    tail shows it) and, with an out_dir, the rows as JSON."""
+    from pathlib import Path
+
+    print(f"\n=== {title} on {device} ===")
+    print(f"{'section':9} {'what':52} {'value':>12} {'unit':13} note")
+    for r in ROWS:
+        print(f"{r['section']:9} {r['what']:52} {r['value']:>12,.2f} {r['unit']:13} {r['note']}")
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / file_name).write_text(json.dumps(dict(device=device, rows=ROWS), indent=1))

@@ -29,14 +29,13 @@ Prints one table last; --out DIR writes DIR/bench_engine.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_common import ROWS, record, random_prompts, timed  # noqa: E402
+from bench_common import device_name, finish, record, random_prompts, timed  # noqa: E402
 from gpu_models import EOS, build_llama, id_tokenizer  # noqa: E402
 
 def useful(ids: list[int], eos: int) -> int:
@@ -270,12 +269,6 @@ def section_real(args) -> None:
     torch.cuda.empty_cache()
 
 
-def print_table(device: str) -> None:
-    print(f"\n=== looper engine benchmark on {device} ===")
-    for r in ROWS:
-        print(f"{r['section']:9} {r['what']:46} {r['value']:>12,.2f} {r['unit']:13} {r['note']}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("section", help="all, or a comma list of check, attention, rollout, real")
@@ -303,20 +296,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    import torch
-
-    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"device: {device}; torch {torch.__version__}", flush=True)
+    device = device_name(args.device)
     sections = {"check": section_check, "step": section_step, "attention": section_attention,
                 "rollout": section_rollout, "real": section_real}
     wanted = set(args.section.split(",")) if args.section != "all" else set(sections) - {"real", "step"}
     for name, run in sections.items():
         if name in wanted:
             run(args)
-    print_table(device)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "bench_engine.json").write_text(json.dumps(dict(device=device, rows=ROWS), indent=1))
+    finish("looper engine benchmark", device, args.out, "bench_engine.json")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_common import ROWS, record, random_prompts, sync  # noqa: E402
+from bench_common import device_name, finish, record, random_prompts, sync  # noqa: E402
 from gpu_models import build_llama, id_tokenizer  # noqa: E402
 
 # -- scaling: N engine processes on N GPUs over sharded questions -------------
@@ -80,13 +80,6 @@ def section_worker(args) -> None:
 
 
 # -- output ------------------------------------------------------------------
-def print_table(device_name: str) -> None:
-    print(f"\n=== looper GPU benchmark on {device_name} ===")
-    print(f"{'section':9} {'what':52} {'value':>12} {'unit':10} note")
-    for r in ROWS:
-        print(f"{r['section']:9} {r['what']:52} {r['value']:>12,.2f} {r['unit']:10} {r['note']}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("section", choices=["all", "train", "scaling", "worker"])
@@ -104,20 +97,14 @@ def main() -> None:
     if args.section == "worker":
         return section_worker(args)
 
-    import torch
-
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"device: {device_name}; torch {torch.__version__}", flush=True)
+    device = device_name(args.device)
     if args.section in ("all", "train"):
         from gpu_train import section_train
 
         section_train(args, record)
     if args.section == "scaling":
         section_scaling(args)
-    print_table(device_name)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "bench_gpu.json").write_text(json.dumps(dict(device=device_name, rows=ROWS), indent=1))
+    finish("looper GPU benchmark", device, args.out, "bench_gpu.json")
 
 
 if __name__ == "__main__":
