@@ -2,7 +2,10 @@
 
 - accuracy.png: accuracy per stage with Wilson 95% CIs (run/eval/*/summary.json);
 - scores.png: reward and s_wm distributions, correct vs incorrect (rollouts.jsonl);
-- arms.png: the bandit's Beta posterior mean +- sd per arm (bandit.json).
+- arms.png: the bandit's Beta posterior mean +- sd per arm (bandit.json);
+- curves-<stage>.png: a training stage's logged numbers against the step
+  (run/<stage>/log.jsonl, or the folder's own log.jsonl): loss, and for ppo
+  the mean reward, the sample accuracy and the mean completion length.
 
 Each part is drawn from what the run has; a missing part is noted in the
 Markdown, and a folder with none of them is a user error.
@@ -19,6 +22,10 @@ from looper_cli.errors import UserError, require_dir
 REPORT_DIR_NAME = "report"
 ROLLOUTS_NAME = "rollouts.jsonl"
 STAGE_ORDER = ("base", "sft", "merged", "dpo", "ppo", "grpo")
+TRAINING_STAGES = ("sft", "dpo", "ppo")
+# log.jsonl keys drawn against the step, with their axis labels, where a stage logs them.
+CURVES = (("loss", "loss"), ("reward", "mean reward"), ("accuracy", "sample accuracy"),
+          ("completions/mean_length", "mean completion length (tokens)"), ("rewards/margins", "reward margin"))
 
 
 def make_report(run_dir: str | Path, output: str | Path | None = None) -> dict[str, Any]:
@@ -30,15 +37,17 @@ def make_report(run_dir: str | Path, output: str | Path | None = None) -> dict[s
     evals = eval_summaries(run)
     rollouts = rollout_scores(run / ROLLOUTS_NAME)
     arms = arm_posteriors(run)
-    if not evals and not rollouts["n"] and arms is None:
-        raise UserError(f"nothing to report in {run}: no eval/*/summary.json, {ROLLOUTS_NAME} or bandit.json")
+    logs = training_logs(run)
+    if not evals and not rollouts["n"] and arms is None and not logs:
+        raise UserError(f"nothing to report in {run}: no eval/*/summary.json, {ROLLOUTS_NAME}, bandit.json "
+                        "or <stage>/log.jsonl")
     with claim_output(out, "report", folder=True):
         out.mkdir(parents=True, exist_ok=True)
-        return _write_report(run, out, evals, rollouts, arms)
+        return _write_report(run, out, evals, rollouts, arms, logs)
 
 
 def _write_report(run: Path, out: Path, evals: list[dict[str, Any]], rollouts: dict[str, Any],
-                  arms: dict[str, Any] | None) -> dict[str, Any]:
+                  arms: dict[str, Any] | None, logs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     from looper_cli.jsonl import atomic_write_text
 
     files: list[str] = []
@@ -47,6 +56,7 @@ def _write_report(run: Path, out: Path, evals: list[dict[str, Any]], rollouts: d
     sections.append(_comparison_section(evals))
     sections.append(_rollout_section(rollouts, out, files))
     sections.append(_arm_section(arms, out, files))
+    sections += [_curves_section(stage, rows, out, files) for stage, rows in logs.items()]
     report_md = out / "report.md"
     atomic_write_text(report_md, "\n".join(s for s in sections if s))
     files.append(str(report_md))
@@ -75,6 +85,16 @@ def _stage_key(summary: dict[str, Any]) -> tuple[str, int, str]:
     stage, _, dataset = summary["name"].partition("-")
     rank = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
     return (dataset, rank, stage)
+
+
+def training_logs(run: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each training stage's log rows by step: run/<stage>/log.jsonl, or the
+    folder's own log.jsonl when it is a stage's output folder."""
+    from looper_cli.training import LOG_NAME, read_training_log
+
+    found = {stage: run / stage / LOG_NAME for stage in TRAINING_STAGES}
+    found[run.resolve().name] = run / LOG_NAME
+    return {stage: rows for stage, path in found.items() if path.is_file() and (rows := read_training_log(path))}
 
 
 def rollout_scores(path: Path) -> dict[str, Any]:
@@ -225,6 +245,29 @@ def _arm_section(arms: dict[str, Any] | None, out: Path, files: list[str]) -> st
     for i, arm in enumerate(arms["arms"]):
         lines.append(f"| {arm} | {arms['names'][i]} | {arms['mean'][i]:.3f} | {arms['sd'][i]:.3f} | "
                      f"{arms['alpha'][i]:.1f} | {arms['beta'][i]:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _curves_section(stage: str, rows: list[dict[str, Any]], out: Path, files: list[str]) -> str:
+    """One panel per logged number of CURVES, against the step; the table
+    gives each one's first and last value and its best."""
+    drawn = [(key, label) for key, label in CURVES if any(key in r for r in rows)]
+    if not drawn:
+        return ""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(drawn), figsize=(4.2 * len(drawn), 3.6), squeeze=False)
+    lines = [f"## Training: {stage}\n", f"![{stage}](curves-{stage}.png)\n",
+             "| logged | first | last | lowest | highest | steps |", "|---|---|---|---|---|---|"]
+    for ax, (key, label) in zip(axes[0], drawn):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None)
+        ax.set_xlabel("step")
+        ax.set_title(label)
+        values = [p[1] for p in points]
+        lines.append(f"| {label} | {values[0]:.4g} | {values[-1]:.4g} | {min(values):.4g} | {max(values):.4g} "
+                     f"| {points[0][0]}-{points[-1][0]} |")
+    fig.suptitle(f"{stage}: logged every logging step")
+    files.append(_save(fig, plt, out / f"curves-{stage}.png"))
     return "\n".join(lines) + "\n"
 
 

@@ -427,10 +427,16 @@ def _worker_main(job: ShardJob, queue: Any) -> None:
         run_shard_job(job, queue.put)
     except UserError as err:
         queue.put(("error", job.index, str(err)))
-    except Exception as err:  # reported to the parent as one line; the traceback goes to stderr
+    except Exception as err:  # reported to the parent as one line
+        from looper_cli.errors import environment_error_message
+
+        refused = environment_error_message(err)  # a full disk or memory: one line, as in the parent
+        if refused is not None:
+            queue.put(("error", job.index, f"rollout worker {job.index}: {refused}"))
+            return
         import traceback
 
-        traceback.print_exc()
+        traceback.print_exc()  # a bug: its traceback goes to stderr
         queue.put(("error", job.index, f"rollout worker {job.index} failed: {type(err).__name__}: {err}"
                    .splitlines()[0]))
 

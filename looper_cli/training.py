@@ -21,6 +21,7 @@ from looper_cli.errors import UserError, require_at_least, require_between, requ
 from looper_cli.jsonl import atomic_write_json
 
 SUMMARY_NAME = "summary.json"
+LOG_NAME = "log.jsonl"  # one row per logging step: {"step": N, <the trainer's logged numbers>}
 DEFAULT_RUN = "default"
 ReportTo = Literal["none", "tensorboard", "wandb"]
 # Options that change how a run goes, not what it learns: a resume may change
@@ -401,7 +402,10 @@ def progress_callback(stage: str) -> Any:
             logs = logs or {}
             if "loss" in logs and _is_number(logs["loss"]):
                 self.losses.append(float(logs["loss"]))
-            self.last_logs.update({k: float(v) for k, v in logs.items() if _is_number(v)})
+            numbers = {k: float(v) for k, v in logs.items() if _is_number(v)}
+            self.last_logs.update(numbers)
+            if state.is_world_process_zero:
+                append_log(Path(args.output_dir), state.global_step, numbers)
             if self.progress is not None:
                 self.progress.update(self.task, info=_short_logs(logs))
 
@@ -412,6 +416,27 @@ def progress_callback(stage: str) -> Any:
                 self.progress = None
 
     return RichTrainProgress()
+
+
+def append_log(out_dir: Path, step: int, numbers: dict[str, float]) -> None:
+    """One row of log.jsonl (appended and flushed: a kill loses nothing
+    logged). A resumed run logs the steps after its checkpoint again; readers
+    keep the last row of each step (`read_training_log`)."""
+    from looper_cli.jsonl import JsonlAppender
+
+    if numbers:
+        with JsonlAppender(out_dir / LOG_NAME) as log:
+            log.write({"step": int(step), **numbers})
+
+
+def read_training_log(path: Path) -> list[dict[str, Any]]:
+    """log.jsonl's rows by step, the last row of each step winning."""
+    from looper_cli.jsonl import read_jsonl
+
+    by_step: dict[int, dict[str, Any]] = {}
+    for row in read_jsonl(path, required=("step",)).rows:
+        by_step.setdefault(int(row["step"]), {}).update(row)
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def _is_number(value: Any) -> bool:

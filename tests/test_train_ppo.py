@@ -69,6 +69,16 @@ def test_ppo_grpo_trains_logs_reward_and_saves_bandit(warm_tiny_model: Path, tmp
 
     Bandit.from_json((out / "bandit.json").read_text())  # a state the core reads back
 
+    from looper_cli.training import read_training_log
+
+    rows = read_training_log(out / "log.jsonl")  # what `looper report` draws
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all({"reward", "accuracy", "completions/mean_length", "loss"} <= set(r) for r in rows)
+    report = cli("report", out)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (out / "report" / "curves-ppo.png").stat().st_size > 0
+    assert "mean completion length" in (out / "report" / "report.md").read_text()
+
 
 def test_ppo_rloo_resumes_from_checkpoint_with_its_bandit(warm_tiny_model: Path, tmp_path: Path) -> None:
     from looper_cli.ppo import PPOStageConfig, run_ppo
@@ -83,6 +93,10 @@ def test_ppo_rloo_resumes_from_checkpoint_with_its_bandit(warm_tiny_model: Path,
     summary = run_ppo(PPOStageConfig(max_steps=2, resume=True, **options))  # type: ignore[arg-type]
     assert Path(summary["resumed_from"]).name == "checkpoint-1" and summary["steps"] == 2
     assert summary["engine"] == "hf" and summary["generated_tokens"] > 0  # RLOO samples through the engine too
+    from looper_cli.training import read_training_log
+
+    logged = (out / "log.jsonl").read_text().splitlines()  # step 2 by the killed run and by the resumed one
+    assert len(logged) == 2 and [r["step"] for r in read_training_log(out / "log.jsonl")] == [2]
 
 
 @pytest.mark.parametrize("case", ["both-starts", "no-start", "split-groups", "memory-share", "group-over-max-seqs"])
