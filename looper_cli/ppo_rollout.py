@@ -40,12 +40,14 @@ Log-probs
     them as `sampling_per_token_logps` for its off-policy mask.
 
 Weights
-    The engine runs the model's own modules, LoRA unmerged, so after an
-    optimizer step it samples from the updated policy: no merge, no copy, no
-    sync. CUDA graphs read parameters by address; the optimizer updates them
-    in place (same storage), and the engine must never hold merged or copied
-    weights. FSDP and DeepSpeed ZeRO-3 gather sharded parameters into new
-    storage for each generation, so `--engine fast` is refused there.
+    The engine reads the model's live parameters: plain weights in place
+    (CUDA graphs read them by address, and the optimizer updates them in place,
+    same storage), and a LoRA projection through a merged copy that
+    `engine/weights.py` rebuilds from the current adapter parameters at the
+    start of every generation call. So after an optimizer step it samples from
+    the updated policy, with no transfer or sync. FSDP and DeepSpeed ZeRO-3
+    gather sharded parameters into new storage for each generation, so
+    `--engine fast` is refused there.
 
 Memory
     The engine's KV cache and the trainer share the GPU. The engine sizes the

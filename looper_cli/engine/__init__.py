@@ -11,7 +11,8 @@ reference counts, copy-on-write), `scheduler` (rounds of chunked prefill and
 decode, preemption), `model_runner` (the forward over the paged cache, CUDA
 graphs), `attention` (paged attention: a Triton kernel and the torch
 reference), `sampler` (greedy / temperature / top-p with keyed noise),
-`llama` (the model's own modules, LoRA included).
+`llama` (the model's own modules), `weights` (the projection weights the
+pieces multiply by: in place, or merged LoRA copies rebuilt at every call).
 
 No torch import at package import time: `looper --help` stays fast.
 """

@@ -129,37 +129,48 @@ if triton is not None:
         tl.store(o_ptr, out.to(Out.dtype.element_ty), mask=head_ok[:, None])
 
 
-def prefill_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
-                      cache_k: torch.Tensor, cache_v: torch.Tensor, block_tables: torch.Tensor,
-                      starts: list[int], lengths: list[int], scale: float) -> torch.Tensor:
-    """q [tokens, heads, d] of several sequences laid end to end (lengths[i]
-    new tokens of sequence i, which begin at its position starts[i]); their
-    keys are already in the cache. Returns [tokens, heads, d]."""
-    heads, head_dim = q.shape[1:]
-    n, longest, context = len(lengths), max(lengths), max(s + n_ for s, n_ in zip(starts, lengths))
-    if all(s == 0 for s in starts):  # fresh prompts: the new keys are the whole context
-        keys, values = _pad(k_new, lengths, longest), _pad(v_new, lengths, longest)
+class PrefillLayout:
+    """Where the new tokens of a prefill call sit once padded per sequence,
+    and what each may see: built once per call, used by every layer (one
+    scatter and one gather a layer instead of a copy per sequence)."""
+
+    def __init__(self, starts: list[int], lengths: list[int], device: torch.device):
+        self.count, self.longest = len(lengths), max(lengths)
+        self.context = max(s + n for s, n in zip(starts, lengths))
+        # Fresh prompts: the new keys are the whole context (no cache read).
+        self.fresh = all(s == 0 for s in starts)
+        self.rows = torch.tensor([i * self.longest + j for i, n in enumerate(lengths) for j in range(n)],
+                                 device=device)
+        start = torch.tensor(starts, device=device)[:, None, None]
+        count = torch.tensor(lengths, device=device)[:, None, None]
+        qi = torch.arange(self.longest, device=device)[None, :, None]
+        kj = torch.arange(self.longest if self.fresh else self.context, device=device)[None, None, :]
+        # Padded queries see slot 0 only, so no softmax row is empty (NaN); they are dropped after.
+        visible = ((kj <= start + qi) & (qi < count)) | (kj == 0)
+        self.mask = visible[:, None]  # [n, 1, longest, keys]
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """[tokens, ...] -> [n, longest, ...], zeros in the padding."""
+        out = x.new_zeros((self.count * self.longest,) + tuple(x.shape[1:]))
+        out.index_copy_(0, self.rows, x)
+        return out.view((self.count, self.longest) + tuple(x.shape[1:]))
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape((self.count * self.longest,) + tuple(x.shape[2:]))[self.rows]
+
+
+def prefill_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, cache_k: torch.Tensor,
+                      cache_v: torch.Tensor, block_tables: torch.Tensor, layout: PrefillLayout,
+                      scale: float) -> torch.Tensor:
+    """q [tokens, heads, d] of several sequences laid end to end (each one's
+    new tokens, from its position in `layout`); their keys are already in the
+    cache. Returns [tokens, heads, d]."""
+    if layout.fresh:
+        keys, values = layout.pad(k_new), layout.pad(v_new)
     else:
-        keys = gather_positions(cache_k, block_tables, context)
-        values = gather_positions(cache_v, block_tables, context)
-    queries = _pad(q, lengths, longest).transpose(1, 2)  # [n, heads, longest, d]
-    start = torch.tensor(starts, device=q.device)[:, None, None]
-    count = torch.tensor(lengths, device=q.device)[:, None, None]
-    qi = torch.arange(longest, device=q.device)[None, :, None]
-    kj = torch.arange(keys.shape[1], device=q.device)[None, None, :]
-    visible = (kj <= start + qi) | (kj == 0)  # padded queries see slot 0: no empty softmax row (NaN)
-    visible &= (qi < count) | (kj == 0)
+        keys = gather_positions(cache_k, block_tables, layout.context)
+        values = gather_positions(cache_v, block_tables, layout.context)
+    queries = layout.pad(q).transpose(1, 2)  # [n, heads, longest, d]
     out = F.scaled_dot_product_attention(queries, keys.transpose(1, 2), values.transpose(1, 2),
-                                         attn_mask=visible[:, None], scale=scale, enable_gqa=True)
-    out = out.transpose(1, 2)  # [n, longest, heads, d]
-    return torch.cat([out[i, :lengths[i]] for i in range(n)]).reshape(-1, heads, head_dim)
-
-
-def _pad(x: torch.Tensor, lengths: list[int], longest: int) -> torch.Tensor:
-    """[sum(lengths), ...] -> [len(lengths), longest, ...], zeros after each piece."""
-    out = x.new_zeros((len(lengths), longest) + tuple(x.shape[1:]))
-    offset = 0
-    for i, n in enumerate(lengths):
-        out[i, :n] = x[offset:offset + n]
-        offset += n
-    return out
+                                         attn_mask=layout.mask, scale=scale, enable_gqa=True)
+    return layout.unpad(out.transpose(1, 2))  # [tokens, heads, d]

@@ -1,7 +1,7 @@
-"""The Llama-family model as the engine runs it: the model's own modules
-(embeddings, RMSNorms, q/k/v/o projections, MLP, lm_head), so weights are
-read in place and PEFT LoRA layers still apply, unmerged; only attention
-and the KV cache are the engine's.
+"""The Llama-family model as the engine runs it: the model's own embeddings,
+RMSNorms, activation and lm_head, and its projection weights (weights.py:
+the parameters in place, or a LoRA adapter's merged copy refreshed at every
+call); only attention and the KV cache are the engine's.
 
 The pieces between cache accesses are free functions, so one
 torch.compile of each serves every layer and every runner.
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 SUPPORTED_MODEL_TYPES = {"llama"}
 
@@ -28,6 +29,7 @@ def is_llama_family(model: Any) -> bool:
     return (
         getattr(cfg, "model_type", None) in SUPPORTED_MODEL_TYPES
         and getattr(cfg, "sliding_window", None) is None
+        and not getattr(cfg, "attention_bias", False) and not getattr(cfg, "mlp_bias", False)
         and hasattr(inner, "layers") and hasattr(inner, "rotary_emb") and hasattr(lm, "lm_head")
     )
 
@@ -43,22 +45,23 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + rotated * sin
 
 
-def pre_attention(layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                  heads: int, kv_heads: int, head_dim: int):
+def pre_attention(norm: Any, x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor,
+                  cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int):
     """Norm, q/k/v projections and rope: x [tokens, hidden] ->
     q [tokens, heads, d], k, v [tokens, kv_heads, d]; cos/sin [tokens, 1, d]."""
-    tokens = x.shape[0]
-    att, h = layer.self_attn, layer.input_layernorm(x)
-    q = att.q_proj(h).view(tokens, heads, head_dim)
-    k = att.k_proj(h).view(tokens, kv_heads, head_dim)
-    v = att.v_proj(h).view(tokens, kv_heads, head_dim)
+    tokens, h = x.shape[0], norm(x)
+    q = F.linear(h, wq).view(tokens, heads, head_dim)
+    k = F.linear(h, wk).view(tokens, kv_heads, head_dim)
+    v = F.linear(h, wv).view(tokens, kv_heads, head_dim)
     return rotate(q, cos, sin), rotate(k, cos, sin), v
 
 
-def finish_layer(layer: Any, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """o_proj, residual, MLP, residual; attn is [tokens, heads, d]."""
-    x = x + layer.self_attn.o_proj(attn.reshape(x.shape[0], -1))
-    return x + layer.mlp(layer.post_attention_layernorm(x))
+def finish_layer(norm: Any, act: Any, x: torch.Tensor, attn: torch.Tensor, wo: torch.Tensor,
+                 w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    """o_proj, residual, the gated MLP, residual; attn is [tokens, heads, d]."""
+    x = x + F.linear(attn.reshape(x.shape[0], -1), wo)
+    h = norm(x)
+    return x + F.linear(act(F.linear(h, w_gate)) * F.linear(h, w_up), w_down)
 
 
 _COMPILED: dict[Any, Any] = {}

@@ -18,11 +18,12 @@ from typing import Any, Optional
 import torch
 
 from looper_cli.engine.api import EngineConfig
-from looper_cli.engine.attention import decode_attention, prefill_attention, write_kv
+from looper_cli.engine.attention import PrefillLayout, decode_attention, prefill_attention, write_kv
 from looper_cli.engine.block_manager import TRASH_BLOCK
 from looper_cli.engine.llama import base_causal_lm, compiled, finish_layer, pre_attention
 from looper_cli.engine.sampler import sample, token_salts
 from looper_cli.engine.scheduler import Chunk
+from looper_cli.engine.weights import EngineWeights
 from looper_cli.engine.sequence import Sequence
 from looper_cli.errors import UserError
 
@@ -73,6 +74,7 @@ class ModelRunner:
         self._pre, self._post = (compiled(pre_attention), compiled(finish_layer)) if fast else (
             pre_attention, finish_layer)
         self._sample = compiled(sample) if fast else sample
+        self.weights = EngineWeights(self.layers)  # before the cache is sized: merged copies take memory
         self.salts = token_salts(self.vocab, self.device)
         self.cache: Optional[torch.Tensor] = None
         self.cos = self.sin = None
@@ -92,7 +94,8 @@ class ModelRunner:
 
     def prepare(self, max_len: int) -> None:
         """Make the cache, the rope table and the decode buffers ready for
-        sequences of up to `max_len` tokens."""
+        sequences of up to `max_len` tokens, and the weights current."""
+        self.weights.refresh()
         wanted = self._wanted_blocks(max_len)
         if self.cache is None or self.num_blocks < wanted:
             blocks = min(wanted, self._affordable_blocks())
@@ -190,17 +193,27 @@ class ModelRunner:
         slots_t = torch.tensor(slots, device=device)
         tables = self._tables([c.seq for c in chunks])
         starts, lengths = [c.start for c in chunks], [c.length for c in chunks]
+        layout = PrefillLayout(starts, lengths, device)
         cos, sin = self.cos[pos_t][:, None], self.sin[pos_t][:, None]
         x = self.embed(ids_t)
-        for n, layer in enumerate(self.layers):
-            q, k, v = pre_attention(layer, x, cos, sin, self.heads, self.kv_heads, self.head_dim)
+        for n in range(len(self.layers)):
+            q, k, v = self._project(pre_attention, n, x, cos, sin)
             cache_k, cache_v = self.cache[n, 0], self.cache[n, 1]
             write_kv(cache_k, cache_v, slots_t, k, v)
-            attn = prefill_attention(q, k, v, cache_k, cache_v, tables, starts, lengths, self.scale)
-            x = finish_layer(layer, x, attn)
+            attn = prefill_attention(q, k, v, cache_k, cache_v, tables, layout, self.scale)
+            x = self._finish(finish_layer, n, x, attn)
         ends = torch.tensor([end - 1 for end, c in zip(accumulate(lengths), chunks) if c.completes],
                             device=device, dtype=torch.long)
         return self.head(self.norm(x[ends])).float()
+
+    def _project(self, piece: Any, n: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        w = self.weights.layers[n]
+        return piece(self.layers[n].input_layernorm, x, w.q, w.k, w.v, cos, sin,
+                     self.heads, self.kv_heads, self.head_dim)
+
+    def _finish(self, piece: Any, n: int, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        layer, w = self.layers[n], self.weights.layers[n]
+        return piece(layer.post_attention_layernorm, layer.mlp.act_fn, x, attn, w.o, w.gate, w.up, w.down)
 
     def _slot(self, seq: Sequence, position: int) -> int:
         return seq.block_table[position // self.block_size] * self.block_size + position % self.block_size
@@ -289,12 +302,12 @@ class ModelRunner:
         context = torch.where(limits >= 0, at + 1, torch.zeros_like(at)).to(torch.int32)
         cos, sin = self.cos[at][:, None], self.sin[at][:, None]
         x = self.embed(inputs.tokens[:rows])
-        for n, layer in enumerate(self.layers):
-            q, k, v = self._pre(layer, x, cos, sin, self.heads, self.kv_heads, self.head_dim)
+        for n in range(len(self.layers)):
+            q, k, v = self._project(self._pre, n, x, cos, sin)
             cache_k, cache_v = self.cache[n, 0], self.cache[n, 1]
             write_kv(cache_k, cache_v, slots, k, v)
             attn = decode_attention(q, cache_k, cache_v, tables, context, self.scale)
-            x = self._post(layer, x, attn)
+            x = self._finish(self._post, n, x, attn)
         logits = self.head(self.norm(x)).float()
         token, logprob = self._sample(logits, inputs.temperature[:rows], inputs.top_p[:rows],
                                       inputs.keys[:rows], positions, self.salts, top_p)
