@@ -19,7 +19,7 @@ from looper_cli.engine.api import (Completion, EngineConfig, GenerationStats, On
                                    check_engine_config, completion_from_ids)
 from looper_cli.engine.block_manager import BlockManager
 from looper_cli.engine.llama import is_llama_family, model_type
-from looper_cli.engine.model_runner import ModelRunner, graph_buckets
+from looper_cli.engine.model_runner import ModelRunner
 from looper_cli.engine.scheduler import Round, Scheduler
 from looper_cli.engine.sequence import Group, Sequence, fork, make_group
 from looper_cli.errors import UserError
@@ -150,20 +150,16 @@ class FastGenerator:
         if not work.decode:
             return []
         tokens, logprobs = self.runner.decode(work.decode, work.horizon)
-        bucket = next(b for b in graph_buckets(self.config.max_seqs) if b >= len(work.decode))
+        bucket = self.runner.bucket_for(len(work.decode))
         self.stats.decode_steps += work.horizon
         self.stats.decode_row_slots += bucket * work.horizon
         finished = []
         for seq, row_tokens, row_logprobs in zip(work.decode, tokens, logprobs):
-            kept = self._take(seq, row_tokens[:min(work.horizon, self._steps_left(seq))], row_logprobs, eos)
+            kept = self._take(seq, row_tokens[:min(work.horizon, seq.steps_left)], row_logprobs, eos)
             self.stats.busy_rows += kept
             if seq.finished_by_eos or seq.num_generated >= seq.group.max_new_tokens:
                 finished += self._finish(seq, scheduler)
         return finished
-
-    @staticmethod
-    def _steps_left(seq: Sequence) -> int:
-        return seq.last_writable_position - seq.num_computed + 1
 
     @staticmethod
     def _take(seq: Sequence, tokens: list[int], logprobs: list[float], eos: int | None) -> int:

@@ -241,7 +241,7 @@ class ModelRunner:
         step [rows][steps] and their log-probs. Rows keep running after EOS
         or their last position inside the round; the caller cuts them."""
         rows = len(seqs)
-        bucket = next(b for b in graph_buckets(self.config.max_seqs) if b >= rows)
+        bucket = self.bucket_for(rows)
         top_p = _uses_top_p(seqs)
         self._fill_inputs(seqs, bucket)
         tokens = torch.empty(bucket, steps, dtype=torch.long, device=self.device)
@@ -252,6 +252,10 @@ class ModelRunner:
             tokens[:, step].copy_(inputs.tokens[:bucket])
             logprobs[:, step].copy_(inputs.logprobs[:bucket])
         return tokens[:rows].tolist(), logprobs[:rows].tolist()
+
+    def bucket_for(self, rows: int) -> int:
+        """The graph batch size that runs `rows` rows (the rest is padding)."""
+        return next(b for b in graph_buckets(self.config.max_seqs) if b >= rows)
 
     def _fill_inputs(self, seqs: list[Sequence], bucket: int) -> None:
         """Rows [0, len(seqs)) for the sequences, the rest of the bucket padding."""

@@ -89,7 +89,7 @@ class Scheduler:
     def _schedule_decode(self, work: Round) -> None:
         if not self.running:
             return
-        work.horizon = min(self.horizon, max(self._steps_left(s) for s in self.running))
+        work.horizon = min(self.horizon, max(s.steps_left for s in self.running))
         while self.running:
             need = sum(self.blocks.new_blocks_needed(s, self._write_end(s, work.horizon)) for s in self.running)
             if need <= self.blocks.num_free:
@@ -100,10 +100,6 @@ class Scheduler:
         work.decode = list(self.running)
         if not work.decode:
             work.horizon = 0
-
-    @staticmethod
-    def _steps_left(seq: Sequence) -> int:
-        return seq.last_writable_position - seq.num_computed + 1
 
     @staticmethod
     def _write_end(seq: Sequence, horizon: int) -> int:

@@ -95,6 +95,11 @@ class Sequence:
         (number max_new_tokens) is sampled but never fed back."""
         return self.prompt_len + self.group.max_new_tokens - 2
 
+    @property
+    def steps_left(self) -> int:
+        """Decode steps this sequence may still take (it writes one position a step)."""
+        return self.last_writable_position - self.num_computed + 1
+
     def generated(self) -> list[int]:
         return self.token_ids[self.prompt_len:]
 
