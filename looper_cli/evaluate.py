@@ -155,7 +155,7 @@ def _check_options(cfg: EvalStageConfig) -> None:
     require_sampling(cfg.temperature, cfg.top_p)
     from looper_cli.engine import engine_config
 
-    engine_config(cfg)  # --gpu-memory-utilization, --kv-cache-gib
+    engine_config(cfg, group_size=cfg.samples + 1)  # memory options; greedy + K samples fit --batch-size
     if cfg.samples and cfg.temperature <= 0:
         raise UserError("--samples needs --temperature > 0 (K greedy samples would be identical)")
 
@@ -257,7 +257,7 @@ def _evaluate(cfg: EvalStageConfig, problems: list[Any], already_done: int,
     from looper_cli.scoring import load_bandit
 
     model, tokenizer = _load(cfg)
-    generator = make_generator(model, tokenizer, cfg.engine, engine_config(cfg))
+    generator = make_generator(model, tokenizer, cfg.engine, engine_config(cfg, group_size=cfg.samples + 1))
     prompts = [_prompt(tokenizer, p.question, cfg.template) for p in problems]
     # One group per question: the greedy completion (the headline answer)
     # first, then the K samples, so the prompt is prefilled once for all.

@@ -214,12 +214,11 @@ def engine_config(cfg: PPOStageConfig) -> Any:
 def check_engine_options(cfg: PPOStageConfig) -> None:
     """Before any model loads: a group must fit the sequences in flight, and
     the memory options must be sane (the engine's own check)."""
-    if cfg.max_seqs < cfg.num_generations:
-        raise UserError(f"--max-seqs ({cfg.max_seqs}) must hold one group of --num-generations "
-                        f"({cfg.num_generations}): a group is sampled together")
-    from looper_cli.engine.api import check_engine_config
+    from looper_cli.engine.api import check_engine_config, check_group_fits
 
-    check_engine_config(engine_config(cfg))
+    config = engine_config(cfg)
+    check_engine_config(config)
+    check_group_fits(cfg.num_generations, config)
 
 
 def totals_over_processes(run: PPORun, seconds: float, engine: str) -> dict[str, Any]:

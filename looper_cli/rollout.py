@@ -181,7 +181,7 @@ def check_config(cfg: RolloutStageConfig) -> None:
     require_sampling(cfg.temperature, cfg.top_p)
     from looper_cli.engine import engine_config
 
-    engine_config(cfg)  # --gpu-memory-utilization, --kv-cache-gib
+    engine_config(cfg, group_size=cfg.samples)  # memory options; a group must fit --batch-size
     if cfg.gpus and cfg.workers:
         raise UserError("give --gpus N (one worker per GPU) or --workers N (CPU workers), not both")
     if Path(cfg.output).suffix != ".jsonl":
@@ -359,11 +359,7 @@ class _ProgressTracker:
 
         total = GenerationStats()
         for stats in self.worker_stats:
-            for name in ("useful_tokens", "prefill_tokens", "decode_steps", "decode_row_slots", "busy_rows",
-                         "preemptions", "kv_blocks"):
-                setattr(total, name, getattr(total, name) + stats[name])
-            total.peak_kv_blocks = max(total.peak_kv_blocks, stats["peak_kv_blocks"])
-            total.seconds = max(total.seconds, stats["seconds"])
+            total.add(stats)
         return {k: total.as_dict()[k] for k in ENGINE_SUMMARY_KEYS}
 
     def generation_seconds(self) -> float:
@@ -500,7 +496,7 @@ def _quiet_transformers() -> None:
 def _make_generator(model: Any, tokenizer: Any, cfg: RolloutStageConfig) -> Any:
     from looper_cli.engine import engine_config, make_generator
 
-    return make_generator(model, tokenizer, cfg.engine, engine_config(cfg))  # type: ignore[arg-type]
+    return make_generator(model, tokenizer, cfg.engine, engine_config(cfg, group_size=cfg.samples))  # type: ignore[arg-type]
 
 
 def solution_rows(problem: dict[str, Any], prompt: str, completions: list[Any],

@@ -87,6 +87,15 @@ class GenerationStats:
         """Share of decode row slots that produced a useful token."""
         return self.busy_rows / self.decode_row_slots if self.decode_row_slots else 0.0
 
+    def add(self, other: dict[str, Any]) -> None:
+        """Another generator's figures (`as_dict`): counts add up, the peak and
+        the time are the larger (workers run side by side)."""
+        for name in ("useful_tokens", "prefill_tokens", "decode_steps", "decode_row_slots", "busy_rows",
+                     "preemptions", "kv_blocks"):
+            setattr(self, name, getattr(self, name) + other[name])
+        self.peak_kv_blocks = max(self.peak_kv_blocks, other["peak_kv_blocks"])
+        self.seconds = max(self.seconds, other["seconds"])
+
     def reset(self) -> None:
         for name, value in asdict(GenerationStats()).items():
             setattr(self, name, value)
@@ -96,6 +105,13 @@ class GenerationStats:
         out.update(mean_rows_busy=round(self.mean_rows_busy, 2), slot_use=round(self.slot_use, 4),
                    useful_tokens_per_s=round(self.useful_tokens / self.seconds, 1) if self.seconds else None)
         return out
+
+
+def check_group_fits(group_size: int, config: EngineConfig) -> None:
+    """A prompt's completions are decoded together, so they must fit the rows."""
+    if group_size > config.max_seqs:
+        raise UserError(f"{group_size} completions per prompt do not fit {config.max_seqs} sequences in flight; "
+                        "raise --batch-size (--max-seqs in ppo)")
 
 
 def check_engine_config(config: EngineConfig) -> None:
@@ -112,12 +128,14 @@ def check_engine_config(config: EngineConfig) -> None:
         raise UserError(f"--kv-cache-gib must be above 0, not {config.kv_cache_gib}")
 
 
-def engine_config(options: Any) -> EngineConfig:
+def engine_config(options: Any, group_size: int = 1) -> EngineConfig:
     """The engine settings of a stage config that has `batch_size` (sequences
-    in flight), `gpu_memory_utilization` and `kv_cache_gib`."""
+    in flight), `gpu_memory_utilization` and `kv_cache_gib`, checked (with
+    the completions per prompt) before any model loads."""
     config = EngineConfig(max_seqs=options.batch_size, gpu_memory_utilization=options.gpu_memory_utilization,
                           kv_cache_gib=options.kv_cache_gib)
-    check_engine_config(config)  # a bad value is one line before any model loads
+    check_engine_config(config)
+    check_group_fits(group_size, config)
     return config
 
 

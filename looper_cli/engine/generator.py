@@ -16,7 +16,7 @@ import time
 from typing import Any, Sequence as Seq
 
 from looper_cli.engine.api import (Completion, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
-                                   check_engine_config, completion_from_ids)
+                                   check_engine_config, check_group_fits, completion_from_ids)
 from looper_cli.engine.block_manager import BlockManager
 from looper_cli.engine.llama import is_llama_family, model_type
 from looper_cli.engine.model_runner import ModelRunner
@@ -133,7 +133,8 @@ class FastGenerator:
         finished = []
         for seq, token, logprob in zip(members, tokens, logprobs):
             scheduler.start_running(seq)
-            if self._append(seq, token, logprob, eos):
+            seq.append([token], [logprob], eos)
+            if seq.done:
                 finished += self._finish(seq, scheduler)
         return finished
 
@@ -155,30 +156,12 @@ class FastGenerator:
         self.stats.decode_row_slots += bucket * work.horizon
         finished = []
         for seq, row_tokens, row_logprobs in zip(work.decode, tokens, logprobs):
-            kept = self._take(seq, row_tokens[:min(work.horizon, seq.steps_left)], row_logprobs, eos)
+            kept = seq.append(row_tokens[:min(work.horizon, seq.steps_left)], row_logprobs, eos)
+            seq.num_computed += kept  # each kept token's predecessor went through the model
             self.stats.busy_rows += kept
-            if seq.finished_by_eos or seq.num_generated >= seq.group.max_new_tokens:
+            if seq.done:
                 finished += self._finish(seq, scheduler)
         return finished
-
-    @staticmethod
-    def _take(seq: Sequence, tokens: list[int], logprobs: list[float], eos: int | None) -> int:
-        """Keep a row's round of tokens up to its first EOS; returns how many
-        (one list slice per row: the per-round host work stays small)."""
-        end = tokens.index(eos) + 1 if eos in tokens else len(tokens)
-        seq.token_ids += tokens[:end]
-        seq.logprobs += logprobs[:end]
-        seq.num_computed += end
-        seq.finished_by_eos = end > 0 and tokens[end - 1] == eos
-        return end
-
-    @staticmethod
-    def _append(seq: Sequence, token: int, logprob: float, eos: int | None) -> bool:
-        """Add a sampled token; True when the sequence is complete."""
-        seq.token_ids.append(token)
-        seq.logprobs.append(logprob)
-        seq.finished_by_eos = token == eos
-        return seq.finished_by_eos or seq.num_generated >= seq.group.max_new_tokens
 
     def _finish(self, seq: Sequence, scheduler: Scheduler) -> list[Group]:
         scheduler.finish(seq)
@@ -192,9 +175,7 @@ class FastGenerator:
     def _check(self, prompts: Seq[Seq[int]], cfg: SamplingConfig) -> None:
         if cfg.samples < 0 or cfg.group_size < 1:
             raise UserError("a generation needs at least one completion per prompt")
-        if cfg.group_size > self.config.max_seqs:
-            raise UserError(f"{cfg.group_size} completions per prompt do not fit {self.config.max_seqs} "
-                            "sequences in flight; raise --batch-size (--max-seqs in ppo)")
+        check_group_fits(cfg.group_size, self.config)
         if cfg.max_new_tokens < 0:
             raise UserError("--max-new-tokens must be 0 or more")
         if any(len(p) == 0 for p in prompts):

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import itertools
 from dataclasses import dataclass, field
 from typing import Any, Sequence as Seq
-
-_ids = itertools.count()
 
 
 class Status(enum.Enum):
@@ -65,7 +62,6 @@ class Sequence:
     logprobs: list[float] = field(default_factory=list)
     status: Status = Status.WAITING
     finished_by_eos: bool = False
-    seq_id: int = field(default_factory=lambda: next(_ids))
 
     @property
     def prompt_len(self) -> int:
@@ -99,6 +95,19 @@ class Sequence:
     def steps_left(self) -> int:
         """Decode steps this sequence may still take (it writes one position a step)."""
         return self.last_writable_position - self.num_computed + 1
+
+    @property
+    def done(self) -> bool:
+        return self.finished_by_eos or self.num_generated >= self.group.max_new_tokens
+
+    def append(self, tokens: list[int], logprobs: list[float], eos: int | None) -> int:
+        """Add sampled tokens up to the first EOS; returns how many were kept
+        (one list slice per row and round: the host work stays small)."""
+        end = tokens.index(eos) + 1 if eos in tokens else len(tokens)
+        self.token_ids += tokens[:end]
+        self.logprobs += logprobs[:end]
+        self.finished_by_eos = end > 0 and tokens[end - 1] == eos
+        return end
 
     def generated(self) -> list[int]:
         return self.token_ids[self.prompt_len:]
