@@ -157,8 +157,9 @@ class Generator(Protocol):
         ...
 
     def release(self) -> None:
-        """Give back the memory kept between calls (KV cache, graphs), e.g. to a
-        trainer on the same GPU; the next call takes it again."""
+        """Give back the memory kept between calls (KV cache, graphs, merged
+        LoRA copies), e.g. to a trainer on the same GPU; the next call takes it
+        again."""
         ...
 
 

@@ -74,7 +74,8 @@ class ModelRunner:
         self._pre, self._post = (compiled(pre_attention), compiled(finish_layer)) if fast else (
             pre_attention, finish_layer)
         self._sample = compiled(sample) if fast else sample
-        self.weights = EngineWeights(self.layers)  # before the cache is sized: merged copies take memory
+        # Built now so that an adapter the engine cannot run fails before any generation.
+        self.weights: Optional[EngineWeights] = EngineWeights(self.layers)
         self.salts = token_salts(self.vocab, self.device)
         self.cache: Optional[torch.Tensor] = None
         self.cos = self.sin = None
@@ -95,7 +96,9 @@ class ModelRunner:
     def prepare(self, max_len: int) -> None:
         """Make the cache, the rope table and the decode buffers ready for
         sequences of up to `max_len` tokens, and the weights current."""
-        self.weights.refresh()
+        if self.weights is None:
+            self.weights = EngineWeights(self.layers)
+        self.weights.refresh()  # before the cache is sized: merged LoRA copies take memory
         wanted = self._wanted_blocks(max_len)
         if self.cache is None or self.num_blocks < wanted:
             blocks = min(wanted, self._affordable_blocks())
@@ -109,10 +112,11 @@ class ModelRunner:
             self._build_rope(-(-max_len // ROPE_ALIGN) * ROPE_ALIGN)
 
     def release(self) -> None:
-        """Free the cache, graphs and buffers (the next `prepare` makes them again)."""
+        """Free the cache, graphs, buffers and merged LoRA copies (the next
+        `prepare` makes them again)."""
         self._drop_graphs()
         self.cache = self.cos = self.sin = None
-        self.inputs = None
+        self.inputs = self.weights = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
