@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Optional, Protocol, Sequence
 
-from looper_cli.errors import UserError
+from looper_cli.errors import UserError, require_between, require_counts, require_positive
 
 Engine = Literal["auto", "hf", "fast"]
 
@@ -115,17 +115,12 @@ def check_group_fits(group_size: int, config: EngineConfig) -> None:
 
 
 def check_engine_config(config: EngineConfig) -> None:
-    """Engine options: one clear line for each bad value."""
-    positive = {"sequences in flight (--batch-size; --max-seqs in ppo)": config.max_seqs,
-                "max_batched_tokens": config.max_batched_tokens,
-                "block_size": config.block_size, "decode_steps": config.decode_steps}
-    for name, value in positive.items():
-        if value < 1:
-            raise UserError(f"{name} must be 1 or more, not {value}")
-    if not 0 < config.gpu_memory_utilization <= 1:
-        raise UserError(f"--gpu-memory-utilization must be in (0, 1], not {config.gpu_memory_utilization}")
-    if config.kv_cache_gib is not None and config.kv_cache_gib <= 0:
-        raise UserError(f"--kv-cache-gib must be above 0, not {config.kv_cache_gib}")
+    """Engine options: one clear line for each bad value (errors.py's checks)."""
+    require_counts({"sequences in flight (--batch-size; --max-seqs in ppo)": config.max_seqs,
+                    "max_batched_tokens": config.max_batched_tokens, "block_size": config.block_size,
+                    "decode_steps": config.decode_steps})
+    require_between("--gpu-memory-utilization", config.gpu_memory_utilization, 0, 1, low_open=True)
+    require_positive("--kv-cache-gib", config.kv_cache_gib)
 
 
 def engine_config(options: Any, group_size: int = 1) -> EngineConfig:
