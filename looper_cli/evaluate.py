@@ -155,7 +155,7 @@ def _check_options(cfg: EvalStageConfig) -> None:
     require_sampling(cfg.temperature, cfg.top_p)
     from looper_cli.engine import engine_config
 
-    engine_config(cfg, group_size=cfg.samples + 1)  # memory options; greedy + K samples fit --batch-size
+    engine_config(cfg, group_size=cfg.samples + 1)  # the memory options
     if cfg.samples and cfg.temperature <= 0:
         raise UserError("--samples needs --temperature > 0 (K greedy samples would be identical)")
 

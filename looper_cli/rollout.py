@@ -181,7 +181,7 @@ def check_config(cfg: RolloutStageConfig) -> None:
     require_sampling(cfg.temperature, cfg.top_p)
     from looper_cli.engine import engine_config
 
-    engine_config(cfg, group_size=cfg.samples)  # memory options; a group must fit --batch-size
+    engine_config(cfg, group_size=cfg.samples)  # the memory options
     if cfg.gpus and cfg.workers:
         raise UserError("give --gpus N (one worker per GPU) or --workers N (CPU workers), not both")
     if Path(cfg.output).suffix != ".jsonl":

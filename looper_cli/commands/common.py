@@ -24,7 +24,8 @@ def gpus_option(default_help: str = "1 if a GPU is present, else 0 (CPU)") -> Op
 
 def batch_size_option() -> Optional[int]:
     return typer.Option(None, help="Sequences in flight per GPU (rows decoded together; the engine refills a row "
-                        "as soon as its sequence ends). [default: 256]", show_default=False)
+                        "as soon as its sequence ends; at least one question's samples). [default: 256]",
+                        show_default=False)
 
 
 def gpu_memory_option() -> Optional[float]:

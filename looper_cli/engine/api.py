@@ -125,12 +125,14 @@ def check_engine_config(config: EngineConfig) -> None:
 
 def engine_config(options: Any, group_size: int = 1) -> EngineConfig:
     """The engine settings of a stage config that has `batch_size` (sequences
-    in flight), `gpu_memory_utilization` and `kv_cache_gib`, checked (with
-    the completions per prompt) before any model loads."""
-    config = EngineConfig(max_seqs=options.batch_size, gpu_memory_utilization=options.gpu_memory_utilization,
-                          kv_cache_gib=options.kv_cache_gib)
+    in flight), `gpu_memory_utilization` and `kv_cache_gib`, checked before
+    any model loads. A prompt's completions are decoded together, so at least
+    one group is in flight (`--batch-size 3 --samples 3` runs 3 samples and
+    eval's greedy answer side by side, as transformers' path always did)."""
+    require_counts({"--batch-size": options.batch_size})
+    config = EngineConfig(max_seqs=max(options.batch_size, group_size),
+                          gpu_memory_utilization=options.gpu_memory_utilization, kv_cache_gib=options.kv_cache_gib)
     check_engine_config(config)
-    check_group_fits(group_size, config)
     return config
 
 
