@@ -9,6 +9,7 @@ paired comparisons and resume both key on it.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ def load_problems(source: str | Path, split: str = "train", limit: int | None = 
     that cannot be read is an error naming the row, never a silent 0%."""
     require_counts({"--limit": limit})
     text = str(source)
+    split, part = parse_split(split)
     if text == SYNTHETIC or text.startswith(SYNTHETIC + ":"):
         from looper_cli.synthetic import synthetic_problems
 
@@ -86,10 +88,40 @@ def load_problems(source: str | Path, split: str = "train", limit: int | None = 
         else:
             raise UserError(f"data not found: {text} (give a .jsonl file, a folder, "
                             f"'{SYNTHETIC}', or a hub id such as gsm8k)")
+    labelled = labelled[_slice_of(part, len(labelled))]
     problems = _to_problems(labelled[:limit] if limit else labelled, bare_answers)
     if not problems:
-        raise UserError(f"no problems in {text} (split {split})")
+        raise UserError(f"no problems in {text} (split {split}{part})")
     return problems
+
+
+# `train[:-500]`, `train[-500:]`, `train[:90%]`: the hub's slice syntax, applied
+# the same way to local files, so a held-out slice of train is one option away.
+_SPLIT_SLICE = re.compile(r"^(?P<name>[\w.-]+)(?P<part>\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
+
+
+def parse_split(split: str) -> tuple[str, str]:
+    """(split name, slice text or ''), or a UserError for anything else."""
+    found = _SPLIT_SLICE.match(split.strip())
+    if not found:
+        raise UserError(f"--split '{split}' is not a split: give a name such as train, or a slice "
+                        f"such as train[:-500], train[-500:] or train[:90%]")
+    return found["name"], found["part"] or ""
+
+
+def _slice_of(part: str, count: int) -> slice:
+    if not part:
+        return slice(None)
+    start, stop = part[1:-1].split(":")
+    return slice(_slice_bound(start, count), _slice_bound(stop, count))
+
+
+def _slice_bound(bound: str, count: int) -> int | None:
+    if not bound:
+        return None
+    if bound.endswith("%"):
+        return round(count * int(bound[:-1]) / 100)
+    return int(bound)
 
 
 def _synthetic_count(text: str, limit: int | None) -> int:

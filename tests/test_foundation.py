@@ -91,6 +91,23 @@ def test_gsm8k_loads_with_stable_ids_and_gold(gsm8k_dir: Path, platinum_dir: Pat
     assert sum(p.id in test for p in platinum) >= 1190
 
 
+def test_split_slices_leave_a_held_out_part(gsm8k_dir: Path) -> None:
+    from looper_cli.data import load_problems
+
+    train = load_problems(gsm8k_dir, split="train")
+    kept = load_problems(gsm8k_dir, split="train[:-500]")
+    held_out = load_problems(gsm8k_dir, split="train[-500:]")
+    assert [p.id for p in kept + held_out] == [p.id for p in train]
+    assert len(held_out) == 500 and not {p.id for p in kept} & {p.id for p in held_out}
+    assert len(load_problems(gsm8k_dir, split="train[:10%]")) == round(len(train) / 10)
+    assert [p.id for p in load_problems(gsm8k_dir, split="train[-500:]", limit=3)] == [p.id for p in held_out[:3]]
+    for bad in ("train[5]", "train[a:b]", "train[:-500", "tr ain"):
+        with pytest.raises(UserError, match="is not a split"):
+            load_problems(gsm8k_dir, split=bad)
+    with pytest.raises(UserError, match=r"no problems .*train\[7473:\]"):
+        load_problems(gsm8k_dir, split="train[7473:]")
+
+
 def test_data_errors_are_user_errors(tmp_path: Path) -> None:
     from looper_cli.data import load_problems
 

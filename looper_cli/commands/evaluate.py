@@ -22,7 +22,7 @@ def eval_command(
                                              "adapter_config.json names).", show_default=False),
     dataset: Optional[str] = typer.Option(None, help="gsm8k, gsm8k-platinum, or a .jsonl file / folder. "
                                           "Default: gsm8k.", show_default=False),
-    split: Optional[str] = typer.Option(None, help="Split to evaluate. Default: test.", show_default=False),
+    split: Optional[str] = typer.Option(None, help="Split to evaluate, or a slice: train[-500:]. Default: test.", show_default=False),
     limit: Optional[int] = typer.Option(None, help="Only the first N questions.", show_default=False),
     bare_answers: Optional[bool] = bare_answers_option(),
     samples: Optional[int] = typer.Option(None, help="K sampled completions per question besides the greedy "

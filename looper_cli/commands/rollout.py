@@ -20,7 +20,7 @@ def rollout(
     adapter: Optional[Path] = typer.Option(None, help="LoRA adapter folder to apply.", show_default=False),
     data: Optional[str] = typer.Option(None, help="Problems: .jsonl, folder, 'synthetic' or hub id. [default: gsm8k]",
                                        show_default=False),
-    split: Optional[str] = typer.Option(None, help="Split. [default: train]", show_default=False),
+    split: Optional[str] = typer.Option(None, help="Split, or a slice: train[:1000]. [default: train]", show_default=False),
     limit: Optional[int] = typer.Option(None, help="Only the first N questions.", show_default=False),
     bare_answers: Optional[bool] = bare_answers_option(),
     samples: Optional[int] = typer.Option(None, help="Solutions per question (K). [default: 8]", show_default=False),

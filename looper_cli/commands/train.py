@@ -25,6 +25,8 @@ _MAXLEN = typer.Option(None, "--max-length", help="Longest prompt+answer in toke
 _TEMPLATE = typer.Option(None, "--template", help="Prompt format: chat (tutoring chat template) or plain. "
                          "Default: what the starting checkpoint was trained with, else chat.", show_default=False)
 _LIMIT = typer.Option(None, "--limit", help="Use only the first N examples.", show_default=False)
+_SPLIT = typer.Option(None, "--split", help="Split to train on, or a slice of it that leaves a held-out "
+                      "part: train[:-500]. Default: train.", show_default=False)
 _SEED = typer.Option(None, "--seed", help="Random seed. Default: 0.", show_default=False)
 _SAVE_STEPS = typer.Option(None, "--save-steps", help="Checkpoint every N steps (what --resume restarts from). "
                            "Default: 50.", show_default=False)
@@ -75,7 +77,8 @@ def sft(
     lora_targets: Optional[str] = _LORA_TARGETS,
     epochs: Optional[float] = _EPOCHS, max_steps: Optional[int] = _MAX_STEPS, lr: Optional[float] = _LR,
     batch_size: Optional[int] = _BATCH, grad_accum: Optional[int] = _ACCUM, max_length: Optional[int] = _MAXLEN,
-    template: Optional[str] = _TEMPLATE, limit: Optional[int] = _LIMIT, seed: Optional[int] = _SEED,
+    template: Optional[str] = _TEMPLATE, split: Optional[str] = _SPLIT, limit: Optional[int] = _LIMIT,
+    seed: Optional[int] = _SEED,
     save_steps: Optional[int] = _SAVE_STEPS, resume: Optional[bool] = _RESUME,
     run: Optional[str] = _RUN, output: Optional[Path] = _OUTPUT,
     gpus: Optional[int] = gpus_option(), accelerate_config: Optional[Path] = _ACC_CFG,
@@ -181,7 +184,8 @@ def ppo(
     lora_alpha: Optional[int] = _LORA_ALPHA, lora_targets: Optional[str] = _LORA_TARGETS,
     epochs: Optional[float] = _EPOCHS, max_steps: Optional[int] = _MAX_STEPS, lr: Optional[float] = _LR,
     batch_size: Optional[int] = _BATCH, grad_accum: Optional[int] = _ACCUM,
-    template: Optional[str] = _TEMPLATE, limit: Optional[int] = _LIMIT, seed: Optional[int] = _SEED,
+    template: Optional[str] = _TEMPLATE, split: Optional[str] = _SPLIT, limit: Optional[int] = _LIMIT,
+    seed: Optional[int] = _SEED,
     save_steps: Optional[int] = _SAVE_STEPS, resume: Optional[bool] = _RESUME,
     run: Optional[str] = _RUN, output: Optional[Path] = _OUTPUT,
     gpus: Optional[int] = gpus_option(), accelerate_config: Optional[Path] = _ACC_CFG,
