@@ -92,7 +92,7 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     reward = RegimeWReward(load_bandit(None, seed=0), RewardWeights(cfg.alpha, cfg.beta, cfg.gamma))
     sampler = None if path == "trl" else GroupSampler(cfg.engine, engine_config(cfg), cfg.keep_engine_memory)
     trainer = build_trainer(cfg, model, tokenizer, ppo_dataset(problems, tokenizer, cfg.template), reward,
-                            Path(cfg.output), sampler, peft_config=training.lora_config(cfg))
+                            Path(cfg.output), sampler, peft_config=training.lora_config(cfg, model))
     timer = GenerationTimer(trainer)
     clock = StepClock(timer, args.device)
     trainer.add_callback(clock)

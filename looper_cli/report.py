@@ -22,10 +22,13 @@ from looper_cli.errors import UserError, require_dir
 REPORT_DIR_NAME = "report"
 ROLLOUTS_NAME = "rollouts.jsonl"
 STAGE_ORDER = ("base", "sft", "merged", "dpo", "ppo", "grpo")
-TRAINING_STAGES = ("sft", "dpo", "ppo")
 # log.jsonl keys drawn against the step, with their axis labels, where a stage logs them.
 CURVES = (("loss", "loss"), ("reward", "mean reward"), ("accuracy", "sample accuracy"),
-          ("completions/mean_length", "mean completion length (tokens)"), ("rewards/margins", "reward margin"))
+          ("completions/mean_length", "mean completion length (tokens)"), ("s_wm", "mean s_wm"),
+          ("rewards/margins", "reward margin"))
+# Side by side when a run folder holds several RL runs (the arms of a reward ablation).
+ARM_CURVES = (("reward", "mean reward"), ("accuracy", "sample accuracy"),
+              ("completions/mean_length", "mean completion length (tokens)"), ("s_wm", "mean s_wm"))
 
 
 def make_report(run_dir: str | Path, output: str | Path | None = None) -> dict[str, Any]:
@@ -56,6 +59,8 @@ def _write_report(run: Path, out: Path, evals: list[dict[str, Any]], rollouts: d
     sections.append(_comparison_section(evals))
     sections.append(_rollout_section(rollouts, out, files))
     sections.append(_arm_section(arms, out, files))
+    sections.append(_arms_curves_section({k: v for k, v in logs.items() if any("reward" in r for r in v)},
+                                         out, files))
     sections += [_curves_section(stage, rows, out, files) for stage, rows in logs.items()]
     report_md = out / "report.md"
     atomic_write_text(report_md, "\n".join(s for s in sections if s))
@@ -88,11 +93,12 @@ def _stage_key(summary: dict[str, Any]) -> tuple[str, int, str]:
 
 
 def training_logs(run: Path) -> dict[str, list[dict[str, Any]]]:
-    """Each training stage's log rows by step: run/<stage>/log.jsonl, or the
-    folder's own log.jsonl when it is a stage's output folder."""
+    """Each training stage's log rows by step: run/<stage>/log.jsonl for
+    every stage folder (sft, dpo, ppo, ppo-<arm>, ...), or the folder's own
+    log.jsonl when it is a stage's output folder."""
     from looper_cli.training import LOG_NAME, read_training_log
 
-    found = {stage: run / stage / LOG_NAME for stage in TRAINING_STAGES}
+    found = {child.name: child / LOG_NAME for child in sorted(run.iterdir()) if child.is_dir()}
     found[run.resolve().name] = run / LOG_NAME
     return {stage: rows for stage, path in found.items() if path.is_file() and (rows := read_training_log(path))}
 
@@ -268,6 +274,34 @@ def _curves_section(stage: str, rows: list[dict[str, Any]], out: Path, files: li
                      f"| {points[0][0]}-{points[-1][0]} |")
     fig.suptitle(f"{stage}: logged every logging step")
     files.append(_save(fig, plt, out / f"curves-{stage}.png"))
+    return "\n".join(lines) + "\n"
+
+
+def _arms_curves_section(runs: dict[str, list[dict[str, Any]]], out: Path, files: list[str]) -> str:
+    """Several RL runs on the same axes (one line each), so the arms of an
+    ablation are compared step for step; nothing for fewer than two."""
+    drawn = [(key, label) for key, label in ARM_CURVES if sum(any(key in r for r in rows) for rows in runs.values()) > 1]
+    if len(runs) < 2 or not drawn:
+        return ""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(drawn), figsize=(4.2 * len(drawn), 3.6), squeeze=False)
+    lines = ["## RL runs side by side\n", "![RL runs](curves-rl-runs.png)\n",
+             "| run | steps | " + " | ".join(f"{label}: first → last" for _, label in drawn) + " |",
+             "|---|---|" + "---|" * len(drawn)]
+    for name, rows in runs.items():
+        cells = []
+        for ax, (key, label) in zip(axes[0], drawn):
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
+            cells.append(f"{points[0][1]:.4g} → {points[-1][1]:.4g}" if points else "")
+        lines.append(f"| {name} | {rows[-1]['step']} | " + " | ".join(cells) + " |")
+    for ax, (_, label) in zip(axes[0], drawn):
+        ax.set_xlabel("step")
+        ax.set_title(label)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("RL runs, logged every logging step")
+    files.append(_save(fig, plt, out / "curves-rl-runs.png"))
     return "\n".join(lines) + "\n"
 
 

@@ -121,7 +121,7 @@ def check_train_options(opts: TrainOptions) -> None:
     require_positive("--lr", opts.lr)
     require_counts({"--batch-size": opts.batch_size, "--grad-accum": opts.grad_accum, "--save-steps": opts.save_steps,
                     "--logging-steps": opts.logging_steps, "--limit": opts.limit,
-                    "save_total_limit": opts.save_total_limit})
+                    "--save-total-limit": opts.save_total_limit})
     require_at_least("--max-length", opts.max_length, 2)
     require_between("--activation-budget", opts.activation_budget, 0, 1, low_open=True)
     if isinstance(opts, LoraOptions) and not opts.full:

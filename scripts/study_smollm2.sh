@@ -7,8 +7,8 @@
 #   - greedy evals of every model on GSM8K test, GSM8K-Platinum and the held-out train slice
 #   - K=32 samples of the model best on the held-out slice, on GSM8K test and on the held-out slice
 #     (vote@K / maj@K for K = 8, 16, 32 are computed from these files: benchmarks/vote_from_rollouts.py)
-# PPO arms run until PPO_STEPS or until PPO_SECONDS have passed; then every arm is evaluated at
-# the last checkpoint all arms reached, so the arms are compared at the same number of steps.
+# Every PPO arm runs PPO_STEPS steps (default 300). If PPO_SECONDS pass first, the arms are stopped
+# and evaluated at the last checkpoint all of them reached, so they are compared at the same step.
 #
 #   M=PATH/SmolLM2-135M-Instruct.Q4_1.gguf D=PATH/gsm8k P=PATH/gsm8k_platinum R=runs/study \
 #       bash scripts/study_smollm2.sh
@@ -17,7 +17,7 @@ set -uo pipefail
 : "${M:?model}" "${D:?gsm8k folder}" "${P:?gsm8k_platinum folder}" "${R:=runs/study}"
 CFG=configs/smollm2-135m.toml
 HELD_OUT=${HELD_OUT:-500}
-PPO_STEPS=${PPO_STEPS:-1000} PPO_SECONDS=${PPO_SECONDS:-600} SAVE_STEPS=${SAVE_STEPS:-25}
+PPO_STEPS=${PPO_STEPS:-300} PPO_SECONDS=${PPO_SECONDS:-100000} SAVE_STEPS=${SAVE_STEPS:-25}
 PPO_LR=${PPO_LR:-2e-5} K=${K:-32}
 GPU_ENGINE=(--engine fast)  # every generating process shares the GPU: fixed cache sizes, not "free memory"
 if [ -n "${SMOKE:-}" ]; then  # the same flow on CPU in minutes: tiny sizes everywhere
@@ -55,8 +55,9 @@ stamp "SFT done"
 declare -A ARM_ARGS=([rw]="--beta 0.5 --gamma 0.1" [correctness-only]="--beta 0 --gamma 0" [corr-len]="--beta 0 --gamma 0.1")
 pids=()
 for arm in rw correctness-only corr-len; do
-  looper ppo --config $CFG --sft $R/sft --data "$D" --split "$TRAIN" --alpha 1 ${ARM_ARGS[$arm]} \
-      --seed 0 --lr $PPO_LR --max-steps $PPO_STEPS --save-steps $SAVE_STEPS --batch-size 16 --grad-accum 4 \
+  # python itself in the background (not a shell function), so that its pid is the one to stop
+  python3 -m looper_cli ppo --config $CFG --sft $R/sft --data "$D" --split "$TRAIN" --alpha 1 ${ARM_ARGS[$arm]} \
+      --seed 0 --lr $PPO_LR --max-steps $PPO_STEPS --save-steps $SAVE_STEPS --save-total-limit 1000 --batch-size 16 --grad-accum 4 \
       "${GPU_ENGINE[@]}" ${GPU_KV:+--kv-cache-gib $GPU_KV} "${PPO_X[@]}" --output $R/ppo-$arm \
       > $R/logs/ppo-$arm.log 2>&1 &
   pids+=($!)
@@ -88,16 +89,22 @@ until [ $(( $(date +%s) - T0 )) -ge $PPO_SECONDS ]; do
   sleep 5
 done
 for p in "${pids[@]}"; do kill $p 2>/dev/null; done; wait "${pids[@]}" 2>/dev/null
-common=$(python3 scripts/study_checkpoints.py $R/ppo-rw $R/ppo-correctness-only $R/ppo-corr-len)
+pkill -f "looper_cli ppo .*--output $R/ppo-" 2>/dev/null  # nothing of an arm may outlive this point (later timings share the GPU)
+finished=1; for arm in rw correctness-only corr-len; do [ -f $R/ppo-$arm/summary.json ] || finished=0; done
+if [ $finished = 1 ]; then common=$PPO_STEPS; else
+  common=$(python3 scripts/study_checkpoints.py $R/ppo-rw $R/ppo-correctness-only $R/ppo-corr-len); fi
 stamp "PPO stopped; the arms are compared at step $common"
 echo "$common" > $R/ppo-common-step.txt
+ppo_checkpoint() { [ $finished = 1 ] && echo $R/ppo-$1 || echo $R/ppo-$1/checkpoint-$common; }
 if [ "$common" -gt 0 ]; then
   epids=()
   for arm in rw correctness-only corr-len; do
-    eval_model ppo-$arm $R/ppo-$arm/checkpoint-$common > $R/logs/eval-ppo-$arm.log 2>&1 &
+    eval_model ppo-$arm $(ppo_checkpoint $arm) > $R/logs/eval-ppo-$arm.log 2>&1 &
     epids+=($!)
   done
   wait "${epids[@]}"
+else
+  stamp "NO COMMON PPO CHECKPOINT: the PPO arms are not evaluated"
 fi
 wait $branch
 stamp "evals done"
@@ -107,7 +114,7 @@ best=$(python3 scripts/study_checkpoints.py --best $R/eval)
 stamp "best on the held-out slice: $best"
 echo "$best" > $R/best-model.txt
 case $best in
-  sft) best_ckpt=$R/sft ;; dpo-*) best_ckpt=$R/$best ;; ppo-*) best_ckpt=$R/$best/checkpoint-$common ;;
+  sft) best_ckpt=$R/sft ;; dpo-*) best_ckpt=$R/$best ;; ppo-*) best_ckpt=$(ppo_checkpoint ${best#ppo-}) ;;
 esac
 for set in test heldout; do
   [ $set = test ] && split=test || split=$HELD

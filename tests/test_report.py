@@ -78,3 +78,19 @@ def test_report_with_only_a_bandit_notes_the_rest(tmp_path):
     assert [Path(f).name for f in written["files"]] == ["arms.png", "report.md"]
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "No eval summaries" in md and "No scored rollouts" in md
+
+
+def test_report_draws_the_arms_of_an_rl_ablation_side_by_side(tmp_path):
+    from looper_cli.report import make_report
+
+    run = tmp_path / "study"
+    for arm, slope in (("ppo-a", 0.01), ("ppo-b", -0.01)):
+        (run / arm).mkdir(parents=True)
+        rows = [{"step": s, "reward": 0.2 + slope * s, "accuracy": 0.05, "completions/mean_length": 100 - s,
+                 "s_wm": 0.5, "loss": 0.1} for s in range(5, 30, 5)]
+        (run / arm / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    written = make_report(run, tmp_path / "rep")
+    names = [Path(f).name for f in written["files"]]
+    assert names == ["curves-rl-runs.png", "curves-ppo-a.png", "curves-ppo-b.png", "report.md"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| ppo-a | 25 | 0.25 → 0.45 |" in md and "| ppo-b | 25 | 0.15 → -0.05 |" in md

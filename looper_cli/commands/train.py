@@ -30,6 +30,8 @@ _SPLIT = typer.Option(None, "--split", help="Split to train on, or a slice of it
 _SEED = typer.Option(None, "--seed", help="Random seed. Default: 0.", show_default=False)
 _SAVE_STEPS = typer.Option(None, "--save-steps", help="Checkpoint every N steps (what --resume restarts from). "
                            "Default: 50.", show_default=False)
+_SAVE_LIMIT = typer.Option(None, "--save-total-limit", help="Checkpoints kept (older ones are deleted). "
+                           "Default: 2.", show_default=False)
 _RESUME = typer.Option(None, "--resume/--no-resume", help="Continue from the last checkpoint in the output "
                        "folder (global step, optimizer and scheduler state restored).", show_default=False)
 _ACC_CFG = typer.Option(None, "--accelerate-config", help="accelerate config file (FSDP / DeepSpeed settings) "
@@ -79,7 +81,8 @@ def sft(
     batch_size: Optional[int] = _BATCH, grad_accum: Optional[int] = _ACCUM, max_length: Optional[int] = _MAXLEN,
     template: Optional[str] = _TEMPLATE, split: Optional[str] = _SPLIT, limit: Optional[int] = _LIMIT,
     seed: Optional[int] = _SEED,
-    save_steps: Optional[int] = _SAVE_STEPS, resume: Optional[bool] = _RESUME,
+    save_steps: Optional[int] = _SAVE_STEPS, save_total_limit: Optional[int] = _SAVE_LIMIT,
+    resume: Optional[bool] = _RESUME,
     run: Optional[str] = _RUN, output: Optional[Path] = _OUTPUT,
     gpus: Optional[int] = gpus_option(), accelerate_config: Optional[Path] = _ACC_CFG,
     report_to: Optional[str] = _REPORT, gradient_checkpointing: Optional[bool] = _CKPT,
@@ -119,7 +122,8 @@ def dpo(
     epochs: Optional[float] = _EPOCHS, max_steps: Optional[int] = _MAX_STEPS, lr: Optional[float] = _LR,
     batch_size: Optional[int] = _BATCH, grad_accum: Optional[int] = _ACCUM, max_length: Optional[int] = _MAXLEN,
     limit: Optional[int] = _LIMIT, seed: Optional[int] = _SEED,
-    save_steps: Optional[int] = _SAVE_STEPS, resume: Optional[bool] = _RESUME,
+    save_steps: Optional[int] = _SAVE_STEPS, save_total_limit: Optional[int] = _SAVE_LIMIT,
+    resume: Optional[bool] = _RESUME,
     run: Optional[str] = _RUN, output: Optional[Path] = _OUTPUT,
     gpus: Optional[int] = gpus_option(), accelerate_config: Optional[Path] = _ACC_CFG,
     report_to: Optional[str] = _REPORT, gradient_checkpointing: Optional[bool] = _CKPT,
@@ -186,7 +190,8 @@ def ppo(
     batch_size: Optional[int] = _BATCH, grad_accum: Optional[int] = _ACCUM,
     template: Optional[str] = _TEMPLATE, split: Optional[str] = _SPLIT, limit: Optional[int] = _LIMIT,
     seed: Optional[int] = _SEED,
-    save_steps: Optional[int] = _SAVE_STEPS, resume: Optional[bool] = _RESUME,
+    save_steps: Optional[int] = _SAVE_STEPS, save_total_limit: Optional[int] = _SAVE_LIMIT,
+    resume: Optional[bool] = _RESUME,
     run: Optional[str] = _RUN, output: Optional[Path] = _OUTPUT,
     gpus: Optional[int] = gpus_option(), accelerate_config: Optional[Path] = _ACC_CFG,
     report_to: Optional[str] = _REPORT, gradient_checkpointing: Optional[bool] = _CKPT,

@@ -2,11 +2,18 @@
 //! claims whose leaves come from the question, from earlier results, or from
 //! bare constants.
 //!
-//! `s_cf = (valid_claims + q) / (claims + 1)` where `q` in [0, 1] averages
-//! how the answer is produced, grounded, dependent on the question and how
-//! much of the question it uses. Validity counts in whole claims and `q` at
-//! most one, so fixing a wrong claim can never lower s_cf, whatever it does
-//! to the chain.
+//! `s_cf = (valid_claims + q) / (claims + 1) * use` where `q` in [0, 1]
+//! averages how the answer is produced, grounded and dependent on the
+//! question, and `use` grows with the share of the question's numbers the
+//! chain uses. Validity counts in whole claims and `q` at most one, so fixing
+//! a wrong claim can never lower the first factor, and it never lowers `use`
+//! (a fixed stated value only stops matching later leaves, which can then
+//! resolve to the question).
+//!
+//! `use` is a factor, not a fifth of `q`: a one-claim answer built from two of
+//! the question's numbers is valid, produced, grounded and dependent, and
+//! without it scored above most correct multi-step solutions. A PPO policy
+//! rewarded with s_wm found exactly that shortcut (issue 16).
 
 use crate::number::numbers;
 use crate::steps::Claim;
@@ -15,6 +22,9 @@ use crate::steps::Claim;
 const MAX_INPUTS: usize = 64;
 /// Inputs perturbed one at a time per solution.
 const MAX_PERTURBED: usize = 16;
+/// `use` of a chain that touches none of the question's numbers: above 0, so
+/// that replacing a grounded answer with a constant still lowers s_cf.
+const UNUSED_QUESTION: f64 = 0.2;
 /// Unit conversions and halves need no source in the question.
 const CONVENTIONAL: [f64; 16] =
     [0.5, 1.0, 2.0, 3.0, 4.0, 7.0, 10.0, 12.0, 24.0, 30.0, 52.0, 60.0, 100.0, 365.0, 1000.0, 0.25];
@@ -92,32 +102,35 @@ fn resolve(claims: &[Claim], q: &Question) -> Vec<Vec<Source>> {
 
 /// Counterfactual soundness in [0, 1].
 pub fn soundness(claims: &[Claim], answer: Option<f64>, q: &Question) -> f64 {
-    let valid = claims.iter().filter(|c| c.is_valid()).count();
-    let quality = chain_quality(claims, answer, q);
-    (valid as f64 + quality) / (claims.len() + 1) as f64
-}
-
-/// The mean of: produced, grounding, dependence and (with question numbers)
-/// coverage of the question.
-fn chain_quality(claims: &[Claim], answer: Option<f64>, q: &Question) -> f64 {
     if claims.is_empty() {
         return 0.0;
     }
     let sources = resolve(claims, q);
+    let valid = claims.iter().filter(|c| c.is_valid()).count();
+    let quality = chain_quality(claims, &sources, answer, q);
+    (valid as f64 + quality) / (claims.len() + 1) as f64 * question_use(&sources, q)
+}
+
+/// 1 without question numbers; else from UNUSED_QUESTION (none used) up to 1 (all used).
+fn question_use(sources: &[Vec<Source>], q: &Question) -> f64 {
+    if q.n_origins == 0 {
+        return 1.0;
+    }
+    UNUSED_QUESTION + (1.0 - UNUSED_QUESTION) * coverage(sources, q)
+}
+
+/// The mean of: produced, grounding and dependence.
+fn chain_quality(claims: &[Claim], sources: &[Vec<Source>], answer: Option<f64>, q: &Question) -> f64 {
     let producer = answer
         .and_then(|a| (0..claims.len()).rev().find(|&k| close(claims[k].stated, a) || close(claims[k].value(), a)));
     let scope = match producer {
-        Some(a) => ancestry(&sources, a),
+        Some(a) => ancestry(sources, a),
         None => (0..claims.len()).collect(),
     };
     let produced = f64::from(u8::from(producer.is_some()));
-    let grounding = grounding(claims, &sources, &scope);
-    let dependence = producer.map_or(0.0, |a| dependence(claims, &sources, &scope, a, q));
-    if q.n_origins == 0 {
-        return (produced + grounding + dependence) / 3.0;
-    }
-    let coverage = coverage(&sources, q);
-    (produced + grounding + dependence + coverage) / 4.0
+    let grounding = grounding(claims, sources, &scope);
+    let dependence = producer.map_or(0.0, |a| dependence(claims, sources, &scope, a, q));
+    (produced + grounding + dependence) / 3.0
 }
 
 /// Claims the answer claim `a` depends on, itself included, ascending.
@@ -254,6 +267,15 @@ mod tests {
         let wrong = cf("48/2 = <<48/2=26>>26 in May.\n48+26 = <<48+26=74>>74.\n#### 74", 74.0);
         let fixed = cf("48/2 = <<48/2=24>>24 in May.\n48+26 = <<48+26=74>>74.\n#### 74", 74.0);
         assert!(fixed >= wrong, "{fixed} {wrong}");
+    }
+
+    #[test]
+    fn a_shortcut_that_skips_the_question_is_not_sound() {
+        let q = Question::parse(Some("Tom has 3 boxes of 12 pencils and gives away 5 pencils. How many are left?"));
+        let reference = soundness(&claims("3*12 = <<3*12=36>>36\n36-5 = <<36-5=31>>31\n#### 31"), Some(31.0), &q);
+        let shortcut = soundness(&claims("3*12 = <<3*12=36>>36\n#### 36"), Some(36.0), &q);
+        assert!(reference > 0.95, "{reference}");
+        assert!(shortcut < 0.8, "{shortcut}");
     }
 
     #[test]
