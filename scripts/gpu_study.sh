@@ -2,7 +2,8 @@
 # Issue 15's SmolLM2 PPO figures, then issue 16's study (scripts/study_smollm2.sh), on one lent H200,
 # in consecutive device calls (the machine stays warm 30 s between calls; a call lasts at most 10 min,
 # so the work runs in its own process session and each call follows it for a while):
-#   call "up"   (carry .gpu/gguf_a .gpu/gguf.sha256 .gpu/data .gpu/whl .gpu/whl_alt): wheels, data, GGUF half 1
+#   call "up"   (carry .gpu/gguf_a .gpu/gguf.sha256 .gpu/data .gpu/whl .gpu/whl_alt .gpu/whl_b): wheels, data,
+#               GGUF half 1 (whl_b holds gguf: transformers needs it to read the GGUF)
 #   call "go"   (carry .gpu/gguf_b): join the GGUF, start "work" (PPO_SECONDS=N sets the arms' stop), follow it
 #   call "wait" (no carry): follow it for up to WAIT seconds (default 570); bring back logs and results
 # Inputs in .gpu/ (git-ignored): see docs/perf-notes.md "Device setup".
@@ -16,9 +17,9 @@ if [ "$phase" = up ]; then
   cp .gpu/gguf_a/* .gpu/gguf.sha256 $G/ && cp -r .gpu/data $G/
   arrow=$(python3 -c 'import pyarrow; print(pyarrow.__version__.split(".")[0])')
   if [ "$arrow" -ge 24 ]; then wheels=".gpu/whl/*.whl"; else wheels=".gpu/whl/trl-*.whl .gpu/whl/looper-*.whl .gpu/whl_alt/*.whl"; fi
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $wheels
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $wheels .gpu/whl_b/*.whl
   rm -rf /tmp/site/looper_cli  # the wheel's copy: run the tree's looper_cli with the wheel's compiled core
-  python3 -c 'import torch, transformers, trl, datasets, peft, regime_w_core; print("torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "datasets", datasets.__version__, "peft", peft.__version__)'
+  python3 -c 'import gguf, torch, transformers, trl, datasets, peft, regime_w_core; print("torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "datasets", datasets.__version__, "peft", peft.__version__)'
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   exit 0
 fi
