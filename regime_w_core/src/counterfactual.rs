@@ -3,8 +3,8 @@
 //! bare constants.
 //!
 //! `s_cf = (valid_claims + q) / (claims + 1) * use` where `q` in [0, 1]
-//! averages how the answer is produced, grounded and dependent on the
-//! question, and `use` grows with the share of the question's numbers the
+//! averages how the answer is produced, grounded, dependent on the question
+//! and built from the chain's claims, and `use` grows with the share of the question's numbers the
 //! chain uses. Validity counts in whole claims and `q` at most one, so fixing
 //! a wrong claim can never lower the first factor, and it never lowers `use`
 //! (a fixed stated value only stops matching later leaves, which can then
@@ -119,7 +119,9 @@ fn question_use(sources: &[Vec<Source>], q: &Question) -> f64 {
     UNUSED_QUESTION + (1.0 - UNUSED_QUESTION) * coverage(sources, q)
 }
 
-/// The mean of: produced, grounding and dependence.
+/// The mean of: produced, grounding, dependence and integration (the share
+/// of the claims the answer's ancestry holds: work the answer never uses is
+/// a dead end, as in "2 x 8 = 16 ... he eats 2 x 16 = 32").
 fn chain_quality(claims: &[Claim], sources: &[Vec<Source>], answer: Option<f64>, q: &Question) -> f64 {
     let producer = answer
         .and_then(|a| (0..claims.len()).rev().find(|&k| close(claims[k].stated, a) || close(claims[k].value(), a)));
@@ -130,7 +132,8 @@ fn chain_quality(claims: &[Claim], sources: &[Vec<Source>], answer: Option<f64>,
     let produced = f64::from(u8::from(producer.is_some()));
     let grounding = grounding(claims, sources, &scope);
     let dependence = producer.map_or(0.0, |a| dependence(claims, sources, &scope, a, q));
-    (produced + grounding + dependence) / 3.0
+    let integration = if producer.is_some() { scope.len() as f64 / claims.len() as f64 } else { 0.0 };
+    (produced + grounding + dependence + integration) / 4.0
 }
 
 /// Claims the answer claim `a` depends on, itself included, ascending.
@@ -276,6 +279,13 @@ mod tests {
         let shortcut = soundness(&claims("3*12 = <<3*12=36>>36\n#### 36"), Some(36.0), &q);
         assert!(reference > 0.95, "{reference}");
         assert!(shortcut < 0.8, "{shortcut}");
+    }
+
+    #[test]
+    fn work_the_answer_never_uses_lowers_it() {
+        let used = cf("48/2 = <<48/2=24>>24 in May.\n48+24 = <<48+24=72>>72.\n#### 72", 72.0);
+        let dead_end = cf("48/2 = <<48/2=24>>24 in May.\n48+48 = <<48+48=96>>96.\n#### 96", 96.0);
+        assert!(dead_end < used, "{dead_end} {used}");
     }
 
     #[test]
