@@ -12,6 +12,7 @@
 #
 #   M=PATH/SmolLM2-135M-Instruct.Q4_1.gguf D=PATH/gsm8k P=PATH/gsm8k_platinum R=runs/study \
 #       bash scripts/study_smollm2.sh
+# Knobs: PPO_STEPS, PPO_SECONDS, PPO_LR, K, HELD_OUT, GPU_KV (GiB of KV cache per process, default 8).
 # Smoke run on CPU (tiny model, a few steps of everything): SMOKE=1 with M a `looper tiny` folder.
 set -uo pipefail
 : "${M:?model}" "${D:?gsm8k folder}" "${P:?gsm8k_platinum folder}" "${R:=runs/study}"
@@ -24,10 +25,10 @@ if [ -n "${SMOKE:-}" ]; then  # the same flow on CPU in minutes: tiny sizes ever
   HELD_OUT=20 SAVE_STEPS=2 K=4 GPU_ENGINE=(--engine hf)
   SFT_X=(--max-steps 3 --batch-size 4 --template chat) PPO_X=(--max-new-tokens 16 --limit 16 --template chat)
   EVAL_X=(--limit 6 --max-new-tokens 16 --template chat) ROLL_X=(--limit 6 --max-new-tokens 16 --template chat)
-  DPO_X=(--max-steps 2 --batch-size 2) BS=16
+  DPO_X=(--max-steps 2 --batch-size 2) BS=16 GPU_KV=
 else
   SFT_X=() PPO_X=() EVAL_X=(--max-new-tokens 320 --template chat) ROLL_X=(--max-new-tokens 320 --template chat)
-  DPO_X=() BS=512
+  DPO_X=() BS=512 GPU_KV=${GPU_KV:-8}  # GiB of KV cache per generating process (votes: 3x)
 fi
 looper() { python3 -m looper_cli "$@"; }
 stamp() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*"; }
