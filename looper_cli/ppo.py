@@ -25,6 +25,7 @@ from looper_cli import training
 from looper_cli.data import Problem, load_problems
 from looper_cli.prompts import Template, resolve_template
 from looper_cli.errors import UserError, require_at_least, require_positive
+from looper_cli.scoring import require_arm
 from looper_cli.training import LoraOptions, TrainOptions
 
 SECTION = "ppo"
@@ -48,6 +49,10 @@ class PPOStageConfig(LoraOptions, TrainOptions):
     kl_beta: float = 0.0  # KL to the starting policy (0 = no reference model)
     clip_epsilon: float = 0.2  # PPO ratio clip
     bandit_state: Optional[Path] = None  # initial bandit.json (e.g. from rollouts)
+    # The Regime W arm whose s_wm the reward uses in every group (W1..M4), instead
+    # of the bandit's pick. M1 (s_cf) pays nothing for agreement, which a policy
+    # can buy by collapsing its samples (issue 16's study).
+    coherence_arm: Optional[str] = None
     lr: float = 1e-5
     batch_size: int = 8  # completions per device per step
     # The policy's attention while it trains and samples: None keeps the model's
@@ -70,9 +75,10 @@ class RegimeWReward:
 
     __name__ = "regime_w"
 
-    def __init__(self, bandit: Any, weights: Any):
+    def __init__(self, bandit: Any, weights: Any, arm: Optional[str] = None):
         self.bandit = bandit
         self.weights = weights
+        self.arm = arm
         self.seen = 0
         self.reward_sum = 0.0
         self.correct_sum = 0.0
@@ -95,6 +101,7 @@ class RegimeWReward:
             questions=[question[idx[0]] for idx in members],
             weights=self.weights,
             learn=True,
+            arm=self.arm,
         )
         rewards = [0.0] * len(completions)
         flat = [i for idx in members for i in idx]
@@ -191,7 +198,7 @@ def setup_ppo(cfg: PPOStageConfig, start: Path, problems: list[Problem], out_dir
         base_causal_lm(model).set_attn_implementation(cfg.attn_implementation)
     dataset = ppo_dataset(problems, tokenizer, cfg.template)
     reward = RegimeWReward(load_bandit_state(cfg, out_dir, resume_from),
-                           RewardWeights(cfg.alpha, cfg.beta, cfg.gamma))
+                           RewardWeights(cfg.alpha, cfg.beta, cfg.gamma), arm=cfg.coherence_arm)
     sampler = GroupSampler(cfg.engine, engine_config(cfg), keep_memory=cfg.keep_engine_memory)
     trainer = build_trainer(cfg, model, tokenizer, dataset, reward, out_dir, sampler,
                             peft_config=None if adapter is not None or cfg.full else training.lora_config(cfg, model))
@@ -253,6 +260,7 @@ def start_checkpoint(cfg: PPOStageConfig) -> Path:
     require_at_least("--max-new-tokens", cfg.max_new_tokens, 1)
     require_positive("--clip-epsilon", cfg.clip_epsilon)
     require_at_least("--kl-beta", cfg.kl_beta, 0)
+    require_arm(cfg.coherence_arm)
     if cfg.bandit_state is not None and not Path(cfg.bandit_state).is_file():
         raise UserError(f"--bandit-state file not found: {cfg.bandit_state}")
     if cfg.batch_size % cfg.num_generations:

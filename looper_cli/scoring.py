@@ -99,6 +99,14 @@ def group_key(question_id: Any, texts: Sequence[str], gold: Any) -> str:
     return digest[:16]
 
 
+def require_arm(arm: str | None) -> None:
+    """None, or a Regime W arm name (W1..M4); else a UserError listing them."""
+    import regime_w_core as rw
+
+    if arm is not None and arm not in rw.ARMS:
+        raise UserError(f"--coherence-arm must be one of {', '.join(rw.ARMS)}, not {arm!r}")
+
+
 def score_groups(
     groups: Sequence[Sequence[str]],
     tokens: Sequence[Sequence[int]],
@@ -107,15 +115,21 @@ def score_groups(
     questions: Sequence[str] | None = None,
     weights: RewardWeights | None = None,
     learn: bool = True,
+    arm: str | None = None,
 ) -> ScoredGroups:
     """Score groups, pick arms (Thompson sampling while learning, the best
-    posterior mean otherwise), update the bandit from known gold, and add
-    the reward."""
+    posterior mean otherwise, or always `arm` when given), update the bandit
+    from known gold, and add the reward."""
     import regime_w_core as rw
 
     scores = rw.score_groups([list(g) for g in groups], golds=golds, questions=questions)
     has_gold = golds is not None and any(g is not None for g in golds)
-    arm_index, s_wm = bandit.assign(scores, explore=learn and has_gold)
+    if arm is None:
+        arm_index, s_wm = bandit.assign(scores, explore=learn and has_gold)
+    else:  # the bandit still learns below; its choice is just not used
+        column = rw.ARMS.index(arm)
+        arm_index = np.full(scores.n_solutions, column, dtype=np.int64)
+        s_wm = np.ascontiguousarray(np.asarray(scores.arm_scores)[:, column])
     informative = bandit.update(scores) if learn and has_gold else 0
     flat_tokens = np.fromiter((t for g in tokens for t in g), dtype=np.float64)
     if flat_tokens.shape[0] != scores.n_solutions:

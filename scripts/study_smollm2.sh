@@ -2,12 +2,13 @@
 # Issue 16's study on SmolLM2-135M-Instruct: does Regime W help?
 #   SFT on GSM8K train minus its last 500 problems (the held-out slice), then side by side on one GPU:
 #   - PPO reward ablation from the SFT adapter, same seed/steps/samples for each arm:
-#       rw (alpha 1, beta 0.5, gamma 0.1), correctness-only (beta 0, gamma 0), corr-len (beta 0, gamma 0.1)
+#       rw (alpha 1, beta 0.5, gamma 0.1), correctness-only (beta 0, gamma 0), corr-len (beta 0, gamma 0.1),
+#       rw-m1 (rw with the coherence arm pinned to M1, s_cf: no agreement term for a collapse to buy)
 #   - DPO pair ablation from the SFT adapter on the same rollouts: correctness pairs vs correctness + coherence
 #   - greedy evals of every model on GSM8K test, GSM8K-Platinum and the held-out train slice
 #   - K=32 samples of the model best on the held-out slice, on GSM8K test and on the held-out slice
 #     (vote@K / maj@K for K = 8, 16, 32 are computed from these files: benchmarks/vote_from_rollouts.py)
-# Every PPO arm runs PPO_STEPS steps (default 300). If PPO_SECONDS pass first, the arms are stopped
+# Every PPO arm runs PPO_STEPS steps (default 250). If PPO_SECONDS pass first, the arms are stopped
 # and evaluated at the last checkpoint all of them reached, so they are compared at the same step.
 #
 #   M=PATH/SmolLM2-135M-Instruct.Q4_1.gguf D=PATH/gsm8k P=PATH/gsm8k_platinum R=runs/study \
@@ -18,7 +19,7 @@ set -uo pipefail
 : "${M:?model}" "${D:?gsm8k folder}" "${P:?gsm8k_platinum folder}" "${R:=runs/study}"
 CFG=configs/smollm2-135m.toml
 HELD_OUT=${HELD_OUT:-500}
-PPO_STEPS=${PPO_STEPS:-300} PPO_SECONDS=${PPO_SECONDS:-100000} SAVE_STEPS=${SAVE_STEPS:-25}
+PPO_STEPS=${PPO_STEPS:-250} PPO_SECONDS=${PPO_SECONDS:-100000} SAVE_STEPS=${SAVE_STEPS:-25}
 PPO_LR=${PPO_LR:-2e-5} K=${K:-32}
 GPU_ENGINE=(--engine fast)  # every generating process shares the GPU: fixed cache sizes, not "free memory"
 if [ -n "${SMOKE:-}" ]; then  # the same flow on CPU in minutes: tiny sizes everywhere
@@ -52,10 +53,12 @@ looper sft --config $CFG --base-model "$M" --data "$D" --split "$TRAIN" "${SFT_X
     > $R/logs/sft.log 2>&1 || { stamp "SFT FAILED"; tail -20 $R/logs/sft.log; exit 1; }
 stamp "SFT done"
 
-# PPO arms, side by side (each: 64 completions a step as 4 micro-batches of 16, so three fit one GPU)
-declare -A ARM_ARGS=([rw]="--beta 0.5 --gamma 0.1" [correctness-only]="--beta 0 --gamma 0" [corr-len]="--beta 0 --gamma 0.1")
+# PPO arms, side by side (each: 64 completions a step as 4 micro-batches of 16, so four fit one GPU)
+ARMS=(rw correctness-only corr-len rw-m1)
+declare -A ARM_ARGS=([rw]="--beta 0.5 --gamma 0.1" [correctness-only]="--beta 0 --gamma 0"
+                     [corr-len]="--beta 0 --gamma 0.1" [rw-m1]="--beta 0.5 --gamma 0.1 --coherence-arm M1")
 pids=()
-for arm in rw correctness-only corr-len; do
+for arm in "${ARMS[@]}"; do
   # python itself in the background (not a shell function), so that its pid is the one to stop
   python3 -m looper_cli ppo --config $CFG --sft $R/sft --data "$D" --split "$TRAIN" --alpha 1 ${ARM_ARGS[$arm]} \
       --seed 0 --lr $PPO_LR --max-steps $PPO_STEPS --save-steps $SAVE_STEPS --save-total-limit 1000 --batch-size 16 --grad-accum 4 \
@@ -91,15 +94,15 @@ until [ $(( $(date +%s) - T0 )) -ge $PPO_SECONDS ]; do
 done
 for p in "${pids[@]}"; do kill $p 2>/dev/null; done; wait "${pids[@]}" 2>/dev/null
 pkill -f "looper_cli ppo .*--output $R/ppo-" 2>/dev/null  # nothing of an arm may outlive this point (later timings share the GPU)
-finished=1; for arm in rw correctness-only corr-len; do [ -f $R/ppo-$arm/summary.json ] || finished=0; done
+finished=1; for arm in "${ARMS[@]}"; do [ -f $R/ppo-$arm/summary.json ] || finished=0; done
 if [ $finished = 1 ]; then common=$PPO_STEPS; else
-  common=$(python3 scripts/study_checkpoints.py $R/ppo-rw $R/ppo-correctness-only $R/ppo-corr-len); fi
+  common=$(python3 scripts/study_checkpoints.py "${ARMS[@]/#/$R/ppo-}"); fi
 stamp "PPO stopped; the arms are compared at step $common"
 echo "$common" > $R/ppo-common-step.txt
 ppo_checkpoint() { [ $finished = 1 ] && echo $R/ppo-$1 || echo $R/ppo-$1/checkpoint-$common; }
 if [ "$common" -gt 0 ]; then
   epids=()
-  for arm in rw correctness-only corr-len; do
+  for arm in "${ARMS[@]}"; do
     eval_model ppo-$arm $(ppo_checkpoint $arm) > $R/logs/eval-ppo-$arm.log 2>&1 &
     epids+=($!)
   done

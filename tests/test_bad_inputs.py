@@ -153,6 +153,8 @@ def _cli_cases(tmp: Path, tiny: Path, adapter: Path, twin: Path, other: Path, da
         "sft-max-steps-0": ([*sft, "--max-steps", "0"], "--max-steps must be above 0"),
         "ppo-temperature": (["ppo", "--sft", adapter, "--data", "synthetic:8", "--temperature", "0", "-o",
                              tmp / "p0"], "--temperature"),
+        "ppo-coherence-arm": (["ppo", "--sft", adapter, "--data", "synthetic:8", "--coherence-arm", "X9", "-o",
+                               tmp / "p1"], "--coherence-arm must be one of W1, W2"),
         "dpo-beta": (["dpo", "--sft", adapter, "--prefs", rollouts, "--beta", "0", "-o", tmp / "d0"], "--beta"),
         # 6. score in place never drops rows silently
         "score-damaged-in-place": (["score", tmp / "damaged.jsonl"], "--drop-damaged"),
@@ -188,7 +190,8 @@ def cli_matrix(tiny_model, adapter, twin_model, other_model, bad_data, tmp_path_
 CASES = ["eval-bare-gold", "rollout-bare-gold", "question-null", "answer-number", "score-tokens-text",
          "merge-twin-base", "merge-other-base", "rollout-other-base", "eval-other-base", "tiny-over-model",
          "rollout-limit-0", "rollout-limit-neg", "rollout-temperature", "rollout-batch-size", "rollout-gpus",
-         "eval-batch-size", "eval-limit-0", "rollout-memory-share", "eval-kv-cache", "sft-epochs-0", "sft-max-steps-0", "ppo-temperature", "dpo-beta",
+         "eval-batch-size", "eval-limit-0", "rollout-memory-share", "eval-kv-cache", "sft-epochs-0", "sft-max-steps-0", "ppo-temperature",
+         "ppo-coherence-arm", "dpo-beta",
          "score-damaged-in-place", "config-table-typo", "config-key-typo", "sft-grad-accum-0", "sft-lr-negative",
          "sft-batch-size-0", "sft-lora-r-0", "sft-max-length-5", "sft-lora-targets-typo", "compare-bootstrap-0",
          "data-synthetic-abc", "sft-output-file", "eval-output-file", "merge-output-file", "prefs-output-folder",

@@ -44,6 +44,22 @@ def test_regime_w_reward_scores_each_group_and_keeps_input_order() -> None:
     assert got[0] > got[2]  # the correct answer to "a" beats the wrong one
 
 
+def test_pinned_coherence_arm_rewards_that_arm_and_the_bandit_still_learns() -> None:
+    """--coherence-arm M1: s_wm is M1's score (s_cf) in every group, whatever
+    the bandit would pick, and the bandit keeps learning from gold."""
+    from looper_cli.reward import RewardWeights
+    from looper_cli.scoring import load_bandit, score_groups
+
+    groups = [["2+3 = <<2+3=5>>5\n#### 5", "2*3 = <<2*3=6>>6\n#### 6", "#### 5", "#### 6"]] * 3
+    bandit = load_bandit(None, seed=1)
+    scored = score_groups(groups, [[10, 10, 3, 3]] * 3, bandit, golds=[5.0] * 3, questions=["Add 2 and 3."] * 3,
+                          weights=RewardWeights(1.0, 0.5, 0.0), arm="M1")
+    assert scored.arm == ["M1"] * 12
+    assert np.allclose(scored.s_wm, scored.s_cf)
+    assert np.allclose(scored.reward, scored.correct + 0.5 * scored.s_cf)
+    assert bandit.n_updates == 3 and scored.informative_groups == 3
+
+
 def test_ppo_grpo_trains_logs_reward_and_saves_bandit(warm_tiny_model: Path, tmp_path: Path, cli) -> None:
     out, config = tmp_path / "ppo", tmp_path / "run.toml"
     config.write_text('[ppo]\nlogging_steps = 1\nattn_implementation = "eager"\n')

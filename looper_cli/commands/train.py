@@ -167,6 +167,9 @@ def ppo(
                                             "Default: 0.", show_default=False),
     clip_epsilon: Optional[float] = typer.Option(None, "--clip-epsilon", help="PPO ratio clip. Default: 0.2.",
                                                  show_default=False),
+    coherence_arm: Optional[str] = typer.Option(None, "--coherence-arm", help="Regime W arm whose s_wm the "
+                                                "reward uses in every group (W1..M4, e.g. M1: soundness, no "
+                                                "agreement term). Default: the bandit's pick.", show_default=False),
     bandit_state: Optional[Path] = typer.Option(None, "--bandit-state", help="Start the arm bandit from this "
                                                 "bandit.json (e.g. the rollouts').", show_default=False),
     attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help="The policy's "
