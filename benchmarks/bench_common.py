@@ -60,3 +60,27 @@ def finish(title: str, device: str, out_dir, file_name: str) -> None:
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / file_name).write_text(json.dumps(dict(device=device, rows=ROWS), indent=1))
+
+
+def read_rollout_groups(path) -> list[list[dict]]:
+    """A scored rollouts file's groups, one per question, in sample order.
+    A damaged line or an unknown gold ends the script (one line, exit 2):
+    a figure over silently skipped rows, or with an unknown gold counted
+    wrong, would be quietly off."""
+    import sys
+    from collections import defaultdict
+
+    from looper_cli.jsonl import read_jsonl
+
+    result = read_jsonl(path, required=("question_id", "sample_index", "text", "gold"))
+    unknown = sum(row["gold"] is None for row in result.rows)
+    problem = (f"{len(result.bad_lines)} damaged line(s), first at line {result.bad_lines[0]}" if result.bad_lines
+               else f"{unknown} row(s) without a gold answer" if unknown
+               else "no rows" if not result.rows else None)
+    if problem:
+        print(f"error: {path}: {problem}", file=sys.stderr)
+        sys.exit(2)
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in result.rows:
+        groups[row["question_id"]].append(row)
+    return [sorted(g, key=lambda r: r["sample_index"]) for g in groups.values()]

@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 import regime_w_core as rw
-from looper_cli.jsonl import read_jsonl
+from bench_common import read_rollout_groups
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
@@ -53,10 +52,7 @@ def within_group_auroc(scores: np.ndarray, correct: np.ndarray, offsets: np.ndar
 
 
 def diagnose(path: Path) -> dict:
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for row in read_jsonl(path).rows:
-        groups[row["question_id"]].append(row)
-    rows = [sorted(g, key=lambda r: r["sample_index"]) for g in groups.values()]
+    rows = read_rollout_groups(path)
     scores = rw.score_groups([[r["text"] for r in g] for g in rows], golds=[g[0]["gold"] for g in rows],
                              questions=[g[0]["question"] for g in rows])
     correct = np.asarray(scores.correct, dtype=float)

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
+from bench_common import read_rollout_groups
 from looper_cli.compare import mcnemar_exact_p, wilson_interval
 from looper_cli.evaluate import _is_correct, weighted_vote
-from looper_cli.jsonl import read_jsonl
 from looper_cli.scoring import load_bandit, score_groups
 
 
@@ -32,11 +31,7 @@ def main() -> None:
     ap.add_argument("--k", default=None, help="comma list of group sizes (default: all samples)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for row in read_jsonl(args.rollouts).rows:
-        groups[row["question_id"]].append(row)
-    ids = sorted(groups)
-    every = [sorted(groups[q], key=lambda r: r["sample_index"]) for q in ids]
+    every = read_rollout_groups(args.rollouts)
     bandit = load_bandit(args.bandit or args.rollouts.parent / "bandit.json")
     sizes = [int(k) for k in args.k.split(",")] if args.k else [min(len(g) for g in every)]
     figures = [vote_at(every, k, bandit) for k in sizes]

@@ -275,17 +275,23 @@ def _safetensors_header(path: Path) -> None:
         json.loads(fh.read(size))
 
 
+def complete_checkpoints(out_dir: Path) -> dict[int, Path]:
+    """`checkpoint-N` folders by step, without any a kill cut while it was
+    being written (it lacks trainer_state.json, which the trainer writes after
+    the weights)."""
+    found: dict[int, Path] = {}
+    if out_dir.is_dir():
+        for child in out_dir.glob("checkpoint-*"):
+            suffix = child.name.split("-", 1)[1]
+            if suffix.isdigit() and (child / "trainer_state.json").is_file():
+                found[int(suffix)] = child
+    return found
+
+
 def last_checkpoint(out_dir: Path) -> Optional[str]:
-    """The newest complete `checkpoint-N` folder (one cut by a kill while
-    being written is skipped: it lacks trainer_state.json)."""
-    if not out_dir.is_dir():
-        return None
-    steps = []
-    for child in out_dir.glob("checkpoint-*"):
-        suffix = child.name.split("-", 1)[1]
-        if suffix.isdigit() and (child / "trainer_state.json").is_file():
-            steps.append((int(suffix), child))
-    return str(max(steps)[1]) if steps else None
+    """The newest complete `checkpoint-N` folder."""
+    found = complete_checkpoints(out_dir)
+    return str(found[max(found)]) if found else None
 
 
 @dataclass

@@ -10,20 +10,11 @@ import json
 import sys
 from pathlib import Path
 
-
-def complete_steps(run_dir: Path) -> set[int]:
-    """Steps of the checkpoints a kill did not cut (trainer_state.json is written last but one)."""
-    steps = set()
-    for child in run_dir.glob("checkpoint-*"):
-        suffix = child.name.split("-", 1)[1]
-        if suffix.isdigit() and (child / "trainer_state.json").is_file() and \
-                (child / "adapter_model.safetensors").is_file():
-            steps.add(int(suffix))
-    return steps
+from looper_cli.training import complete_checkpoints
 
 
 def common_step(run_dirs: list[Path]) -> int:
-    shared = set.intersection(*(complete_steps(d) for d in run_dirs))
+    shared = set.intersection(*(set(complete_checkpoints(d)) for d in run_dirs))
     return max(shared, default=0)
 
 
