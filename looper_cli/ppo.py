@@ -53,6 +53,10 @@ class PPOStageConfig(LoraOptions, TrainOptions):
     # of the bandit's pick. M1 (s_cf) pays nothing for agreement, which a policy
     # can buy by collapsing its samples (issue 16's study).
     coherence_arm: Optional[str] = None
+    # "all" is the spec's reward. "correct" applies the beta and gamma terms to
+    # correct solutions only (an experiment: issue 16 found the spec's reward
+    # gamed by short, agreeing, wrong answers). See looper_cli/reward.py.
+    shaping: Literal["all", "correct"] = "all"
     lr: float = 1e-5
     batch_size: int = 8  # completions per device per step
     # The policy's attention while it trains and samples: None keeps the model's
@@ -198,7 +202,8 @@ def setup_ppo(cfg: PPOStageConfig, start: Path, problems: list[Problem], out_dir
         base_causal_lm(model).set_attn_implementation(cfg.attn_implementation)
     dataset = ppo_dataset(problems, tokenizer, cfg.template)
     reward = RegimeWReward(load_bandit_state(cfg, out_dir, resume_from),
-                           RewardWeights(cfg.alpha, cfg.beta, cfg.gamma), arm=cfg.coherence_arm)
+                           RewardWeights(cfg.alpha, cfg.beta, cfg.gamma, cfg.shaping),
+                           arm=cfg.coherence_arm)
     sampler = GroupSampler(cfg.engine, engine_config(cfg), keep_memory=cfg.keep_engine_memory)
     trainer = build_trainer(cfg, model, tokenizer, dataset, reward, out_dir, sampler,
                             peft_config=None if adapter is not None or cfg.full else training.lora_config(cfg, model))

@@ -3,7 +3,8 @@
 #   SFT on GSM8K train minus its last 500 problems (the held-out slice), then side by side on one GPU:
 #   - PPO reward ablation from the SFT adapter, same seed/steps/samples for each arm:
 #       rw (alpha 1, beta 0.5, gamma 0.1), correctness-only (beta 0, gamma 0), corr-len (beta 0, gamma 0.1),
-#       rw-m1 (rw with the coherence arm pinned to M1, s_cf: no agreement term for a collapse to buy)
+#       rw-m1 (rw with the coherence arm pinned to M1, s_cf: no agreement term for a collapse to buy);
+#       ARMS="..." picks others, e.g. rw-gated (rw with --shaping correct: wrong answers earn 0)
 #   - DPO pair ablation from the SFT adapter on the same rollouts: correctness pairs vs correctness + coherence
 #   - greedy evals of every model on GSM8K test, GSM8K-Platinum and the held-out train slice
 #   - K=32 samples of the model best on the held-out slice, on GSM8K test and on the held-out slice
@@ -13,7 +14,7 @@
 #
 #   M=PATH/SmolLM2-135M-Instruct.Q4_1.gguf D=PATH/gsm8k P=PATH/gsm8k_platinum R=runs/study \
 #       bash scripts/study_smollm2.sh
-# Knobs: PPO_STEPS, PPO_SECONDS, PPO_LR, K, HELD_OUT, GPU_KV (GiB of KV cache per process, default 8).
+# Knobs: ARMS, PPO_STEPS, PPO_SECONDS, PPO_LR, K, HELD_OUT, GPU_KV (GiB of KV cache per process, default 8).
 # Smoke run on CPU (tiny model, a few steps of everything): SMOKE=1 with M a `looper tiny` folder.
 set -uo pipefail
 : "${M:?model}" "${D:?gsm8k folder}" "${P:?gsm8k_platinum folder}" "${R:=runs/study}"
@@ -48,15 +49,20 @@ eval_model() {  # NAME CHECKPOINT
   done
 }
 
+# the PPO arms (checked before anything runs)
+read -ra ARMS <<< "${ARMS:-rw correctness-only corr-len rw-m1}"
+declare -A ARM_ARGS=([rw]="--beta 0.5 --gamma 0.1" [correctness-only]="--beta 0 --gamma 0"
+                     [corr-len]="--beta 0 --gamma 0.1" [rw-m1]="--beta 0.5 --gamma 0.1 --coherence-arm M1"
+                     [rw-gated]="--beta 0.5 --gamma 0.1 --shaping correct"
+                     [rw-m1-gated]="--beta 0.5 --gamma 0.1 --coherence-arm M1 --shaping correct")
+for arm in "${ARMS[@]}"; do [ -n "${ARM_ARGS[$arm]:-}" ] || { echo "unknown arm $arm: ${!ARM_ARGS[*]}"; exit 2; }; done
+
 stamp "SFT on $TRAIN"
 looper sft --config $CFG --base-model "$M" --data "$D" --split "$TRAIN" "${SFT_X[@]}" --output $R/sft \
     > $R/logs/sft.log 2>&1 || { stamp "SFT FAILED"; tail -20 $R/logs/sft.log; exit 1; }
 stamp "SFT done"
 
 # PPO arms, side by side (each: 64 completions a step as 4 micro-batches of 16, so four fit one GPU)
-ARMS=(rw correctness-only corr-len rw-m1)
-declare -A ARM_ARGS=([rw]="--beta 0.5 --gamma 0.1" [correctness-only]="--beta 0 --gamma 0"
-                     [corr-len]="--beta 0 --gamma 0.1" [rw-m1]="--beta 0.5 --gamma 0.1 --coherence-arm M1")
 pids=()
 for arm in "${ARMS[@]}"; do
   # python itself in the background (not a shell function), so that its pid is the one to stop

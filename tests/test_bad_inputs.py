@@ -155,6 +155,8 @@ def _cli_cases(tmp: Path, tiny: Path, adapter: Path, twin: Path, other: Path, da
                              tmp / "p0"], "--temperature"),
         "ppo-coherence-arm": (["ppo", "--sft", adapter, "--data", "synthetic:8", "--coherence-arm", "X9", "-o",
                                tmp / "p1"], "--coherence-arm must be one of W1, W2"),
+        "ppo-shaping": (["ppo", "--sft", adapter, "--data", "synthetic:8", "--shaping", "wrong", "-o", tmp / "p2"],
+                        "option shaping must be one of all, correct, not 'wrong'"),
         "dpo-beta": (["dpo", "--sft", adapter, "--prefs", rollouts, "--beta", "0", "-o", tmp / "d0"], "--beta"),
         # 6. score in place never drops rows silently
         "score-damaged-in-place": (["score", tmp / "damaged.jsonl"], "--drop-damaged"),
@@ -191,7 +193,7 @@ CASES = ["eval-bare-gold", "rollout-bare-gold", "question-null", "answer-number"
          "merge-twin-base", "merge-other-base", "rollout-other-base", "eval-other-base", "tiny-over-model",
          "rollout-limit-0", "rollout-limit-neg", "rollout-temperature", "rollout-batch-size", "rollout-gpus",
          "eval-batch-size", "eval-limit-0", "rollout-memory-share", "eval-kv-cache", "sft-epochs-0", "sft-max-steps-0", "ppo-temperature",
-         "ppo-coherence-arm", "dpo-beta",
+         "ppo-coherence-arm", "ppo-shaping", "dpo-beta",
          "score-damaged-in-place", "config-table-typo", "config-key-typo", "sft-grad-accum-0", "sft-lr-negative",
          "sft-batch-size-0", "sft-lora-r-0", "sft-max-length-5", "sft-lora-targets-typo", "compare-bootstrap-0",
          "data-synthetic-abc", "sft-output-file", "eval-output-file", "merge-output-file", "prefs-output-folder",

@@ -60,6 +60,22 @@ def test_pinned_coherence_arm_rewards_that_arm_and_the_bandit_still_learns() -> 
     assert bandit.n_updates == 3 and scored.informative_groups == 3
 
 
+def test_shaping_on_correct_pays_wrong_answers_nothing() -> None:
+    """--shaping correct: the coherence and length terms count for correct
+    answers only, so a wrong answer's reward is 0 however short or coherent;
+    the spec's reward ("all") pays it for both."""
+    from looper_cli.reward import RewardWeights, length_penalties, rewards
+
+    correct, s_wm = [1, 1, 0, 0], [0.9, 0.4, 1.0, 0.2]
+    tokens, offsets = [10, 30, 4, 40], [0, 4]
+    spec = rewards(correct, s_wm, tokens, offsets, RewardWeights(1.0, 0.5, 0.1))
+    gated = rewards(correct, s_wm, tokens, offsets, RewardWeights(1.0, 0.5, 0.1, shaping="correct"))
+    penalty = length_penalties(tokens, offsets)
+    assert np.allclose(spec, np.array(correct) + 0.5 * np.array(s_wm) - 0.1 * penalty)
+    assert np.allclose(gated[2:], 0.0) and spec[2] > 0.4  # the short, coherent wrong answer
+    assert np.allclose(gated[:2], spec[:2])
+
+
 def test_ppo_grpo_trains_logs_reward_and_saves_bandit(warm_tiny_model: Path, tmp_path: Path, cli) -> None:
     out, config = tmp_path / "ppo", tmp_path / "run.toml"
     config.write_text('[ppo]\nlogging_steps = 1\nattn_implementation = "eager"\n')
@@ -101,8 +117,9 @@ def test_ppo_rloo_resumes_from_checkpoint_with_its_bandit(warm_tiny_model: Path,
 
     out = tmp_path / "rloo"
     options = dict(sft=warm_tiny_model, data="synthetic:8", algo="rloo", num_generations=4, batch_size=8,
-                   max_new_tokens=32, lr=1e-4, save_steps=1, lora_r=8, output=out)
+                   max_new_tokens=32, lr=1e-4, save_steps=1, lora_r=8, shaping="correct", output=out)
     run_ppo(PPOStageConfig(max_steps=2, **options))  # type: ignore[arg-type]
+    assert 'shaping = "correct"' in (out / "config.toml").read_text()  # the experiment's reward, on record
     assert (out / "checkpoint-1" / "bandit.json").is_file()  # saved with the checkpoint
     shutil.rmtree(out / "checkpoint-2")  # as if killed after checkpoint-1
     (out / "summary.json").unlink()

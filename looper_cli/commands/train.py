@@ -170,6 +170,9 @@ def ppo(
     coherence_arm: Optional[str] = typer.Option(None, "--coherence-arm", help="Regime W arm whose s_wm the "
                                                 "reward uses in every group (W1..M4, e.g. M1: soundness, no "
                                                 "agreement term). Default: the bandit's pick.", show_default=False),
+    shaping: Optional[str] = typer.Option(None, "--shaping", help="Which answers the coherence and length "
+                                          "terms reward: all (the spec's reward) or correct (wrong answers "
+                                          "earn 0; an experiment). Default: all.", show_default=False),
     bandit_state: Optional[Path] = typer.Option(None, "--bandit-state", help="Start the arm bandit from this "
                                                 "bandit.json (e.g. the rollouts').", show_default=False),
     attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help="The policy's "
