@@ -4,7 +4,7 @@ The rollouts are re-scored without learning (the bandit's best arm, as eval
 uses it), then each question's K answers are voted with unit weights
 (maj@K) and with s_wm weights (Regime W vote@K), through the same vote
 function `looper eval --samples K` uses. Prints both with Wilson CIs and the
-paired McNemar test.
+paired McNemar test, and pass@K (some sample right: what any vote could reach).
 
     python benchmarks/vote_from_rollouts.py runs/NAME/rollouts.jsonl [--bandit runs/NAME/bandit.json] [--k 8,16,32]
 
@@ -46,17 +46,19 @@ def vote_at(every: list[list[dict]], k: int, bandit) -> dict:
     scored = score_groups([[r["text"] for r in g] for g in rows], [[r["tokens"] for r in g] for g in rows],
                           bandit, golds=[g[0]["gold"] for g in rows],
                           questions=[g[0].get("question") for g in rows], learn=False)
-    maj, vote = [], []
+    maj, vote, some = [], [], []
     for gi, group in enumerate(rows):
         lo, hi = scored.offsets[gi], scored.offsets[gi + 1]
         answers = [scored.row_fields(i)["answer"] for i in range(lo, hi)]
         gold = group[0]["gold"]
         maj.append(_is_correct(weighted_vote(answers, [1.0] * len(answers)), gold))
         vote.append(_is_correct(weighted_vote(answers, scored.s_wm[lo:hi].tolist()), gold))
+        some.append(bool((scored.correct[lo:hi] == 1).any()))
     n = len(rows)
     print(f"{n} questions x {k} samples, arm used: {scored.arm[0]} (best posterior mean)")
     figure = {"k": k, "questions": n, "arm": scored.arm[0]}
-    for key, name, hits in (("maj", f"maj@{k}", maj), ("vote", f"Regime W vote@{k}", vote)):
+    for key, name, hits in (("maj", f"maj@{k}", maj), ("vote", f"Regime W vote@{k}", vote),
+                            ("pass", f"pass@{k}", some)):
         lo, hi = wilson_interval(sum(hits), n)
         print(f"{name:>18}: {sum(hits) / n:.1%} [{lo:.1%}, {hi:.1%}]")
         figure.update({key: sum(hits) / n, f"{key}_ci": [lo, hi]})

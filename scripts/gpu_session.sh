@@ -11,24 +11,20 @@
 #   call c: bash scripts/gpu_session.sh c   -> PPO steps on the 8B shape: engine vs TRL's sampling
 set -uo pipefail
 phase=$1
-G=/tmp/gg M=/tmp/gg/SmolLM2-135M-Instruct.Q4_1.gguf
+source scripts/gpu_common.sh  # G, M, device_setup, join_gguf
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH=/tmp/site:$PWD/.gpu:$PWD
 mkdir -p $G ${OUT:=/tmp/out}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if [ "$phase" = a ]; then
-  cp .gpu/gguf_a/* .gpu/gguf.sha256 $G/ && cp -r .gpu/data $G/
-  arrow=$(python3 -c 'import pyarrow; print(pyarrow.__version__.split(".")[0])')
-  if [ "$arrow" -ge 24 ]; then wheels=".gpu/whl/*.whl"; else wheels=".gpu/whl/trl-*.whl .gpu/whl/looper-*.whl .gpu/whl_alt/*.whl"; fi
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $wheels
-  rm -rf /tmp/site/looper_cli  # the wheel's copy: run the tree's looper_cli with the wheel's compiled core
+  device_setup || exit 1
   python3 -c 'import pyarrow, torch, transformers, trl, datasets, regime_w_core; print("pyarrow", pyarrow.__version__, "torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "datasets", datasets.__version__)'
   timeout 520 python3 benchmarks/bench_engine.py check,rollout --prompts ${PROMPTS:-512} --max-seqs 256,512 \
       --out $OUT/a 2>&1 | grep -v '^{' | tee $OUT/a.log
 fi
 if [ "$phase" = b ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl_b/*.whl
-  cat $G/smol.part00 .gpu/gguf_b/smol.part01 > $M && echo "$(cut -d' ' -f1 $G/gguf.sha256)  $M" | sha256sum -c -
+  join_gguf || exit 1
   timeout 200 python3 benchmarks/bench_engine.py real --model $M --data $G/data/gsm8k/train.jsonl --questions 1000 \
       --real-cap 512 --max-seqs 512,1024 --static-batch 512 --out $OUT/b 2>&1 | grep -v '^{' | tee $OUT/b-engine.log
   timeout 330 python3 benchmarks/gpu_ppo.py --cases smol --model $M --data $G/data/gsm8k --budget 300 \

@@ -9,22 +9,19 @@
 # Inputs in .gpu/ (git-ignored): see docs/perf-notes.md "Device setup".
 set -uo pipefail
 phase=$1
-G=/tmp/gg M=/tmp/gg/SmolLM2-135M-Instruct.Q4_1.gguf R=/tmp/study LOG=/tmp/work.log DONE=/tmp/work.rc
+source scripts/gpu_common.sh  # G, M, device_setup, join_gguf
+R=/tmp/study LOG=/tmp/work.log DONE=/tmp/work.rc
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=4
 export PYTHONPATH=/tmp/site:$PWD
 mkdir -p $G
 if [ "$phase" = up ]; then
-  cp .gpu/gguf_a/* .gpu/gguf.sha256 $G/ && cp -r .gpu/data $G/
-  arrow=$(python3 -c 'import pyarrow; print(pyarrow.__version__.split(".")[0])')
-  if [ "$arrow" -ge 24 ]; then wheels=".gpu/whl/*.whl"; else wheels=".gpu/whl/trl-*.whl .gpu/whl/looper-*.whl .gpu/whl_alt/*.whl"; fi
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $wheels .gpu/whl_b/*.whl
-  rm -rf /tmp/site/looper_cli  # the wheel's copy: run the tree's looper_cli with the wheel's compiled core
+  device_setup || exit 1
   python3 -c 'import gguf, torch, transformers, trl, datasets, peft, regime_w_core; print("torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "datasets", datasets.__version__, "peft", peft.__version__)'
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   exit 0
 fi
 if [ "$phase" = go ]; then
-  cat $G/smol.part00 .gpu/gguf_b/smol.part01 > $M && echo "$(cut -d' ' -f1 $G/gguf.sha256)  $M" | sha256sum -c - || exit 1
+  join_gguf || exit 1
   rm -f $DONE
   cp -r . /tmp/tree  # the work outlives this call's copy of the tree
   (cd /tmp/tree && setsid nohup env -u OUT bash scripts/gpu_study.sh work > $LOG 2>&1 < /dev/null &)

@@ -160,6 +160,22 @@ class Generator(Protocol):
         ...
 
 
+class TokenizingGenerator:
+    """`generate` for every generator: tokenize (no special tokens added), then
+    its own `generate_ids`."""
+
+    tokenizer: Any
+
+    def generate(self, prompts: Sequence[str], cfg: SamplingConfig,
+                 on_prompt_done: OnPromptDone | None = None) -> list[list[Completion]]:
+        encoded = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        return self.generate_ids(encoded, cfg, on_prompt_done)
+
+    def generate_ids(self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
+                     on_prompt_done: OnPromptDone | None = None) -> list[list[Completion]]:
+        raise NotImplementedError
+
+
 def make_generator(model: Any, tokenizer: Any, engine: Engine = "auto",
                    config: EngineConfig | None = None) -> Generator:
     """`fast` for Llama-family models (on CUDA with `auto`), else transformers."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence as Seq
 
-from looper_cli.engine.api import (Completion, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
+from looper_cli.engine.api import (Completion, TokenizingGenerator, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
                                    check_engine_config, check_group_fits, completion_from_ids)
 from looper_cli.engine.block_manager import BlockManager
 from looper_cli.engine.llama import is_llama_family, model_type
@@ -25,7 +25,7 @@ from looper_cli.engine.sequence import Group, Sequence, fork, make_group
 from looper_cli.errors import UserError
 
 
-class FastGenerator:
+class FastGenerator(TokenizingGenerator):
     def __init__(self, model: Any, tokenizer: Any, config: EngineConfig | None = None):
         if not is_llama_family(model):
             raise UserError(f"--engine fast runs Llama-family models only, not {model_type(model)!r}; "
@@ -39,11 +39,6 @@ class FastGenerator:
     @staticmethod
     def supports(model: Any) -> bool:
         return is_llama_family(model)
-
-    def generate(self, prompts: Seq[str], cfg: SamplingConfig,
-                 on_prompt_done: OnPromptDone | None = None) -> list[list[Completion]]:
-        encoded = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-        return self.generate_ids(encoded, cfg, on_prompt_done)
 
     def generate_ids(self, prompts: Seq[Seq[int]], cfg: SamplingConfig,
                      on_prompt_done: OnPromptDone | None = None) -> list[list[Completion]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from looper_cli.engine.api import (Completion, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
+from looper_cli.engine.api import (Completion, TokenizingGenerator, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
                                    completion_from_ids)
 
 
@@ -19,7 +19,7 @@ def length_sorted_batches(prompt_lengths: Sequence[int], prompts_per_batch: int)
     return [order[i:i + step] for i in range(0, len(order), step)]
 
 
-class HFGenerator:
+class HFGenerator(TokenizingGenerator):
     """`config.max_seqs // group_size` prompts a batch; a batch runs until its
     longest sample ends (what the paged engine avoids)."""
 
@@ -28,11 +28,6 @@ class HFGenerator:
         self.tokenizer = tokenizer
         self.config = config or EngineConfig()
         self.stats = GenerationStats()
-
-    def generate(self, prompts: Sequence[str], cfg: SamplingConfig,
-                 on_prompt_done: OnPromptDone | None = None) -> list[list[Completion]]:
-        encoded = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-        return self.generate_ids(encoded, cfg, on_prompt_done)
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
                      on_prompt_done: OnPromptDone | None = None) -> list[list[Completion]]:
