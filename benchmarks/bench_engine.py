@@ -162,6 +162,15 @@ def section_check(args) -> None:
         got = [g[0].token_ids for g in engine.generate_ids(prompts, greedy)]
         record("check", f"greedy == transformers ({name})", 100 * sum(a == b for a, b in zip(got, want)) / len(want),
                "% seqs", f"small fp32, graphs + compile, 24 prompts, 48 new; preemptions {engine.stats.preemptions}")
+    from peft import LoraConfig, get_peft_model
+
+    lora = get_peft_model(build_llama("small", "cuda", "float32"),
+                          LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False))
+    want = [g[0].token_ids for g in HFGenerator(lora, tok, EngineConfig(max_seqs=24)).generate_ids(prompts, greedy)]
+    got = [g[0].token_ids for g in FastGenerator(lora, tok, EngineConfig(max_seqs=8)).generate_ids(prompts, greedy)]
+    record("check", "greedy == transformers (LoRA r=8, fused copies)",
+           100 * sum(a == b for a, b in zip(got, want)) / len(want), "% seqs", "small fp32, all-linear, B non-zero")
+    del lora
     sampled = SamplingConfig(max_new_tokens=48, temperature=1.0, top_p=0.9, samples=4, seed=5)
     runs = [[c.token_ids for g in FastGenerator(model, tok, config).generate_ids(prompts, sampled) for c in g]
             for config in (EngineConfig(max_seqs=96), EngineConfig(max_seqs=8, num_blocks=24, block_size=16))]
@@ -194,12 +203,14 @@ def section_step(args) -> None:
             with torch.inference_mode():
                 runner._fill_inputs([], rows)
                 replay = triton.testing.do_bench(lambda: runner._run_step(rows, False), return_mode="median")
+                if args.profile:
+                    print_kernels(lambda: runner._run_step(rows, False), f"{rows} rows, lora {lora}")
             cfg = SamplingConfig(max_new_tokens=256, temperature=0.8, samples=1)
             engine.generate_ids(prompts[:rows], cfg)  # prefill and sampler shapes compiled
             engine.stats.reset()
             seconds, _ = timed(lambda: engine.generate_ids(prompts[:rows], cfg))
             wall = seconds / max(1, engine.stats.decode_steps) * 1000
-            note = f"{args.step_shape} random init, {'LoRA r=%d unmerged' % args.step_lora_r if lora else 'no adapter'}"
+            note = f"{args.step_shape} random init, {'LoRA r=%d' % args.step_lora_r if lora else 'no adapter'}"
             record("step", f"{rows} rows: graph replay", replay, "ms", note)
             record("step", f"{rows} rows: wall per decode step", wall, "ms",
                    f"{note}; 128-token prompts, 256 new tokens, no EOS; {engine.stats.decode_steps} steps")
@@ -207,6 +218,25 @@ def section_step(args) -> None:
             torch.cuda.empty_cache()
     del model
     torch.cuda.empty_cache()
+
+
+def print_kernels(step, label: str, repeats: int = 5) -> None:
+    """The GPU kernels of one `step` (a graph replay), by total time: what a
+    decode step is made of."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            step()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA" and e.count]
+    kernels.sort(key=lambda e: -e.device_time_total)
+    count, total = sum(e.count for e in kernels) / repeats, sum(e.device_time_total for e in kernels) / repeats
+    print(f"-- kernels of one decode step ({label}): {count:.0f} kernels, {total:.0f} us of kernel time")
+    for e in kernels[:14]:
+        print(f"   {e.count / repeats:5.0f} x {e.device_time_total / e.count:7.2f} us  {e.key[:90]}")
 
 
 def section_attention(args) -> None:
@@ -289,6 +319,7 @@ def main() -> None:
     parser.add_argument("--step-shape", default="smol")
     parser.add_argument("--step-rows", type=lambda s: [int(x) for x in s.split(",")], default=[64, 512])
     parser.add_argument("--step-lora-r", type=int, default=128)
+    parser.add_argument("--profile", action="store_true", help="step: list the kernels of one decode step")
     parser.add_argument("--model", help="real: a model path or .gguf")
     parser.add_argument("--data", type=Path, help="real: GSM8K train .jsonl (or its folder)")
     parser.add_argument("--questions", type=int, default=1000)

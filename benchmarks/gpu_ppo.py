@@ -94,13 +94,16 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     trainer = build_trainer(cfg, model, tokenizer, ppo_dataset(problems, tokenizer, cfg.template), reward,
                             Path(cfg.output), sampler, peft_config=training.lora_config(cfg, model))
     timer = GenerationTimer(trainer)
-    clock = StepClock(timer, args.device)
+    clock = StepClock(timer, args.device, lambda: engine_phases(sampler))
     trainer.add_callback(clock)
     trainer.train()
     timed = clock.steps[args.warmup:]
     step, gen = mean([s for s, _, _ in timed]), mean([g for _, g, _ in timed])
     tokens = sum(t for _, _, t in timed)
-    return dict(case=case, path=path, engine=getattr(sampler, "engine_name", None) or "trl-generate",
+    phases = {name: round(mean([p[name] for p in clock.phases[args.warmup:]]), 4) for name in ENGINE_PHASES}
+    if phases.get("decode_steps"):
+        phases["decode_ms_per_step"] = round(1000 * phases["decode_seconds"] / phases["decode_steps"], 3)
+    return dict(**{f"engine_{name}": value for name, value in phases.items()},case=case, path=path, engine=getattr(sampler, "engine_name", None) or "trl-generate",
                 steps=len(timed), warmup_s=round(sum(s for s, _, _ in clock.steps[:args.warmup]), 2),
                 step_s=round(step, 3), generation_s=round(gen, 3), training_s=round(step - gen, 3),
                 generation_share=round(gen / step, 3) if step else None,
@@ -166,7 +169,16 @@ class GenerationTimer:
         trainer._generate = timed
 
 
-def StepClock(timer: GenerationTimer, device: str) -> Any:  # noqa: N802 (a TrainerCallback instance)
+ENGINE_PHASES = ("prepare_seconds", "prefill_seconds", "decode_seconds", "decode_steps")
+
+
+def engine_phases(sampler: Any) -> dict[str, float]:
+    """The engine's running totals of where generation went (GenerationStats), zeros without one."""
+    stats = getattr(getattr(sampler, "generator", None), "stats", None)
+    return {name: float(getattr(stats, name, 0.0)) for name in ENGINE_PHASES}
+
+
+def StepClock(timer: GenerationTimer, device: str, phases: Any) -> Any:  # noqa: N802 (a TrainerCallback)
     from transformers import TrainerCallback
 
     def sync() -> None:
@@ -177,20 +189,23 @@ def StepClock(timer: GenerationTimer, device: str) -> Any:  # noqa: N802 (a Trai
 
     class Clock(TrainerCallback):
         steps: list[tuple[float, float, int]] = []  # (step s, generation s, useful tokens)
+        phases: list[dict[str, float]] = []  # the engine's phases in each step
 
         def on_step_begin(self, args, state, control, **kwargs):
             sync()
             self.mark = (time.perf_counter(), timer.seconds, timer.tokens)
+            self.phase_mark = phases()
 
         def on_step_end(self, args, state, control, **kwargs):
             sync()
             started, generated, tokens = self.mark
             self.steps.append((time.perf_counter() - started, timer.seconds - generated, timer.tokens - tokens))
+            self.phases.append({name: value - self.phase_mark[name] for name, value in phases().items()})
             print(f"  step {state.global_step}: {self.steps[-1][0]:.2f} s, generation {self.steps[-1][1]:.2f} s, "
                   f"{self.steps[-1][2]} tokens", flush=True)
 
     clock = Clock()
-    clock.steps = []
+    clock.steps, clock.phases = [], []
     return clock
 
 

@@ -24,6 +24,7 @@ def test_gpu_ppo_benchmark_smoke_runs_on_cpu(tiny_model: Path, tmp_path: Path) -
     rows = json.loads((tmp_path / "out" / "gpu_ppo.json").read_text())
     assert [r["path"] for r in rows] == ["fast"] and "error" not in rows[0], rows
     assert rows[0]["steps"] == 1 and rows[0]["useful_tokens_per_step"] > 0
+    assert rows[0]["engine_decode_steps"] > 0 and rows[0]["engine_decode_seconds"] > 0  # the phase split
 
 
 def _rollout_rows(gold_b: float | None) -> list[dict]:

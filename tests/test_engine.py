@@ -125,17 +125,25 @@ def test_engine_choice(model_and_tokenizer):
         make_generator(gpt2, tok, "fast")
 
 
-def test_lora_adapter_applies_unmerged_like_transformers(tiny_model, prompts):
-    """A PEFT-wrapped model goes through its LoRA layers (non-zero B) in the engine too."""
+@pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "up_proj", "o_proj"]])
+def test_lora_adapter_applies_unmerged_like_transformers(tiny_model, prompts, targets):
+    """A PEFT-wrapped model goes through its LoRA layers (non-zero B) in the engine too: on every
+    projection (q/k/v and gate/up fused), and on some only (a fused group of adapted and plain
+    projections), with a plain projection outside a group (down) read in place."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_model = AutoModelForCausalLM.from_pretrained(tiny_model)
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    lora = get_peft_model(torch_model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    lora = get_peft_model(torch_model, LoraConfig(r=4, target_modules=targets, init_lora_weights=False))
     cfg = SamplingConfig(max_new_tokens=12, temperature=0)
-    got = FastGenerator(lora, tok, EngineConfig(max_seqs=4)).generate(prompts, cfg)
+    engine = FastGenerator(lora, tok, EngineConfig(max_seqs=4))
+    got = engine.generate(prompts, cfg)
     assert as_tuples(got) == as_tuples(HFGenerator(lora, tok).generate(prompts, cfg))
+    layer = engine.runner.weights.layers[0]
+    assert len(layer.qkv) == 1 and len(layer.gate_up) == 1  # one matmul each
+    if targets != "all-linear":
+        assert layer.down is lora.base_model.model.model.layers[0].mlp.down_proj.weight  # in place
 
 
 def test_zero_new_tokens_and_errors(model_and_tokenizer, prompts):

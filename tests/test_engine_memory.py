@@ -84,7 +84,7 @@ def test_scheduler_admits_whole_groups_and_preempts_the_newest():
 
 TRITON_CHECK = """
 import torch
-from looper_cli.engine.attention import paged_decode_reference, paged_decode_triton
+from looper_cli.engine.attention import paged_decode_reference, paged_decode_triton, write_kv
 torch.manual_seed(0)
 for heads, kv, dim, block in ((9, 3, 64, 16), (8, 2, 32, 4), (4, 4, 16, 32)):
     rows, blocks = 6, 48
@@ -97,6 +97,20 @@ for heads, kv, dim, block in ((9, 3, 64, 16), (8, 2, 32, 4), (4, 4, 16, 32)):
     got = paged_decode_triton(q, k, v, tables, lens, dim ** -0.5)
     assert (got - want).abs().max() < 1e-4, (heads, kv, dim, block, (got - want).abs().max())
     assert got[0].abs().max() == 0  # a row with no context attends to nothing
+    # Decode mode: the fed token's k, v (strided, as split from a fused projection) are stored at each
+    # row's slot, the last of its positions, and attended from registers; padding rows write slot 0.
+    fused = torch.randn(rows, kv, 3 * dim)
+    k_new, v_new = fused[:, :, :dim], fused[:, :, dim:2 * dim]
+    at = (lens - 1).clamp(min=0).long()
+    slots = torch.where(lens > 0, tables.gather(1, (at // block)[:, None]).squeeze(1).long() * block + at % block,
+                        torch.zeros_like(at))
+    want_k, want_v = k.clone(), v.clone()
+    write_kv(want_k, want_v, slots, k_new, v_new)
+    want = paged_decode_reference(q, want_k, want_v, tables, lens, dim ** -0.5)
+    got = paged_decode_triton(q, k, v, tables, lens, dim ** -0.5, (k_new, v_new, slots))
+    assert (got - want).abs().max() < 1e-4, ("new", heads, kv, dim, block, (got - want).abs().max())
+    assert torch.equal(k[1:], want_k[1:]) and torch.equal(v[1:], want_v[1:])  # block 0 is the trash block
+    assert got[0].abs().max() == 0
 print("ok")
 """
 

@@ -51,6 +51,9 @@ class EngineConfig:
     max_batched_tokens: int = 4096  # prompt tokens prefilled per step (a longer prompt goes in chunks)
     block_size: int = 16  # tokens per KV block
     decode_steps: int = 8  # decode steps between host checks (a row that ends mid-way idles for the rest)
+    # ... once no prompt waits: a row that ends then has no one to hand its seat to, and each host
+    # check stalls the GPU (a ppo step is all tail: its prompts start together)
+    drain_decode_steps: int = 32
     eager: bool = False  # no CUDA graphs and no compiled layers (debugging)
     num_blocks: Optional[int] = None  # an exact KV cache size in blocks (tests, reproducing a preemption)
 
@@ -77,6 +80,11 @@ class GenerationStats:
     kv_blocks: int = 0  # blocks in the KV cache
     peak_kv_blocks: int = 0  # most blocks in use at once
     seconds: float = 0.0
+    # Where the engine's seconds went (wall, each phase ends synchronised with the GPU): weights
+    # and cache made ready, prefill rounds, decode rounds; the rest is host work between them.
+    prepare_seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
 
     @property
     def mean_rows_busy(self) -> float:
@@ -94,7 +102,8 @@ class GenerationStats:
                      "preemptions", "kv_blocks"):
             setattr(self, name, getattr(self, name) + other[name])
         self.peak_kv_blocks = max(self.peak_kv_blocks, other["peak_kv_blocks"])
-        self.seconds = max(self.seconds, other["seconds"])
+        for name in ("seconds", "prepare_seconds", "prefill_seconds", "decode_seconds"):
+            setattr(self, name, max(getattr(self, name), other.get(name, 0.0)))
 
     def reset(self) -> None:
         for name, value in asdict(GenerationStats()).items():
@@ -118,7 +127,7 @@ def check_engine_config(config: EngineConfig) -> None:
     """Engine options: one clear line for each bad value (errors.py's checks)."""
     require_counts({"sequences in flight (--batch-size; --max-seqs in ppo)": config.max_seqs,
                     "max_batched_tokens": config.max_batched_tokens, "block_size": config.block_size,
-                    "decode_steps": config.decode_steps})
+                    "decode_steps": config.decode_steps, "drain_decode_steps": config.drain_decode_steps})
     require_between("--gpu-memory-utilization", config.gpu_memory_utilization, 0, 1, low_open=True)
     require_positive("--kv-cache-gib", config.kv_cache_gib)
 

@@ -5,8 +5,9 @@ for keys and the same for values; a row's keys are the slots its block
 table names, in order.
 
 - `decode_attention`: one query per row. On CUDA a Triton kernel of ours
-  reads only the blocks each row owns, once, with all query heads of a KV
-  head together (GQA without copying the cache); elsewhere (CPU, tests) the
+  stores the fed token's key and value, reads only the blocks each row
+  owns, once, with all query heads of a KV head together (GQA without
+  copying the cache); elsewhere (CPU, tests) `write_kv` stores them and the
   torch reference gathers the row's blocks and calls SDPA.
   Why a kernel of our own, not the gather: the gather copies every row's
   keys and values each step (three passes over the KV bytes instead of
@@ -18,6 +19,8 @@ table names, in order.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +40,18 @@ def write_kv(cache_k: torch.Tensor, cache_v: torch.Tensor, slots: torch.Tensor,
     cache_v.view(-1, kv_heads, head_dim).index_copy_(0, slots, v)
 
 
-def decode_attention(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
-                     block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float) -> torch.Tensor:
-    """q [rows, heads, head_dim] -> [rows, heads, head_dim]; row r attends to
-    its first context_lens[r] positions (0: output zeros)."""
+def decode_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, cache_k: torch.Tensor,
+                     cache_v: torch.Tensor, slots: torch.Tensor, block_tables: torch.Tensor,
+                     context_lens: torch.Tensor, scale: float) -> torch.Tensor:
+    """One decode step's attention: store the fed token's k_new, v_new
+    [rows, kv_heads, d] at cache `slots` [rows], then q [rows, heads, d] ->
+    [rows, heads, d], row r attending to its first context_lens[r] positions,
+    the fed token last (0: output zeros). On CUDA one kernel does both: it
+    uses the new key and value from registers and stores them, so a layer
+    runs no separate cache-write kernels."""
     if q.is_cuda and triton is not None:
-        return paged_decode_triton(q, cache_k, cache_v, block_tables, context_lens, scale)
+        return paged_decode_triton(q, cache_k, cache_v, block_tables, context_lens, scale, (k_new, v_new, slots))
+    write_kv(cache_k, cache_v, slots, k_new, v_new)
     return paged_decode_reference(q, cache_k, cache_v, block_tables, context_lens, scale)
 
 
@@ -71,33 +80,46 @@ def paged_decode_reference(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torc
 
 
 def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
-                        block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float) -> torch.Tensor:
+                        block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
+                        new: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    """The kernel's launch. With `new` = (k_new, v_new, slots) the last of a
+    row's context_lens positions is the fed token: its key and value come
+    from k_new / v_new and are stored at slots; without, every position is
+    read from the cache."""
     rows, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = cache_k.shape
     group = heads // kv_heads
     out = torch.empty_like(q)
     tile = max(block_size, 64)  # keys per loop iteration; several blocks when they are small
+    k_new, v_new, slots = new if new is not None else (q, q, context_lens)  # unread placeholders
+    k_new, v_new = (t if t.stride(-1) == 1 else t.contiguous() for t in (k_new, v_new))  # the kernel's layout
     _paged_decode_kernel[(rows, kv_heads)](
-        q, cache_k, cache_v, out, block_tables, context_lens, scale,
+        q, cache_k, cache_v, out, block_tables, context_lens, scale, k_new, v_new, slots,
         q.stride(0), q.stride(1), cache_k.stride(0), cache_k.stride(1), cache_k.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
+        k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
         BLOCK_SIZE=block_size, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=head_dim, TILE=tile, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=4, num_stages=2)
+        HAS_NEW=new is not None, num_warps=4, num_stages=2)
     return out
 
 
 if triton is not None:
     @triton.jit
-    def _paged_decode_kernel(Q, K, V, Out, Tables, Lens, scale,
+    def _paged_decode_kernel(Q, K, V, Out, Tables, Lens, scale, KNew, VNew, Slots,
                              stride_qr, stride_qh, stride_kb, stride_ks, stride_kh,
-                             stride_tr, stride_or, stride_oh,
+                             stride_tr, stride_or, stride_oh, stride_knr, stride_knh, stride_vnr, stride_vnh,
                              BLOCK_SIZE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
-                             HEAD_DIM: tl.constexpr, TILE: tl.constexpr, PRECISION: tl.constexpr):
+                             HEAD_DIM: tl.constexpr, TILE: tl.constexpr, PRECISION: tl.constexpr,
+                             HAS_NEW: tl.constexpr):
         """One program per (row, KV head): the GROUP query heads of that KV
         head against the row's keys, TILE at a time, with an online softmax.
         float32 models multiply in full precision ("ieee"): tf32 changed one
-        greedy sequence in 24 against transformers on an H200."""
+        greedy sequence in 24 against transformers on an H200.
+        With HAS_NEW the fed token (the row's last position) is not read
+        back: its key and value are stored at the row's slot and joined to
+        the softmax from registers. The loop never reads that slot, and no
+        other row owns it (a decode row writes into a private block)."""
         row = tl.program_id(0)
         kv_head = tl.program_id(1)
         length = tl.load(Lens + row)
@@ -109,9 +131,18 @@ if triton is not None:
         best = tl.full([GROUP_PAD], float("-inf"), tl.float32)
         total = tl.zeros([GROUP_PAD], tl.float32)
         acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-        for start in range(0, length, TILE):
+        cached = length
+        if HAS_NEW:
+            k_new = tl.load(KNew + row * stride_knr + kv_head * stride_knh + dims)
+            v_new = tl.load(VNew + row * stride_vnr + kv_head * stride_vnh + dims)
+            slot = tl.load(Slots + row)
+            at = (slot // BLOCK_SIZE) * stride_kb + (slot % BLOCK_SIZE) * stride_ks + kv_head * stride_kh
+            tl.store(K + at + dims, k_new)
+            tl.store(V + at + dims, v_new)
+            cached = tl.maximum(length - 1, 0)
+        for start in range(0, cached, TILE):
             pos = start + tl.arange(0, TILE)
-            in_row = pos < length
+            in_row = pos < cached
             block = tl.load(Tables + row * stride_tr + pos // BLOCK_SIZE, mask=in_row, other=0)
             offset = block.to(tl.int64) * stride_kb + (pos % BLOCK_SIZE) * stride_ks + kv_head * stride_kh
             k = tl.load(K + offset[:, None] + dims[None, :], mask=in_row[:, None], other=0.0)
@@ -124,6 +155,14 @@ if triton is not None:
             total = total * rescale + tl.sum(weights, axis=1)
             acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
             best = new_best
+        if HAS_NEW:
+            seen = length > 0
+            score = tl.sum(q.to(tl.float32) * k_new.to(tl.float32)[None, :], axis=1) * scale
+            new_best = tl.maximum(best, score)
+            weight = tl.where(seen, tl.exp(score - new_best), 0.0)
+            rescale = tl.where(seen, tl.exp(best - new_best), 1.0)
+            total = total * rescale + weight
+            acc = acc * rescale[:, None] + weight[:, None] * v_new.to(tl.float32)[None, :]
         out = acc / tl.where(total > 0, total, 1.0)[:, None]
         o_ptr = Out + row * stride_or + (kv_head * GROUP + heads)[:, None] * stride_oh + dims[None, :]
         tl.store(o_ptr, out.to(Out.dtype.element_ty), mask=head_ok[:, None])

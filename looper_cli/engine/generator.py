@@ -12,8 +12,9 @@ its last completion ends.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Sequence as Seq
+from typing import Any, Iterator, Sequence as Seq
 
 from looper_cli.engine.api import (Completion, TokenizingGenerator, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
                                    check_engine_config, check_group_fits, completion_from_ids)
@@ -88,27 +89,41 @@ class FastGenerator(TokenizingGenerator):
 
     # -- the loop ---------------------------------------------------------
     def _run(self, groups: list[Group], cfg: SamplingConfig, done: Any) -> None:
+        import torch
+
         longest = max(len(g.prompt) for g in groups) + cfg.max_new_tokens
-        self.runner.prepare(longest)
+        with self._timed("prepare_seconds"):
+            self.runner.prepare(longest)
+            if self.runner.device.type == "cuda":
+                torch.cuda.synchronize(self.runner.device)  # the merged LoRA copies count here, not in prefill
         blocks = BlockManager(self.runner.num_blocks, self.config.block_size)
         if blocks.blocks_for(longest - 1) > blocks.usable_blocks:
             raise UserError(f"one sequence of {longest} tokens needs {blocks.blocks_for(longest - 1)} KV blocks "
                             f"but the cache holds {blocks.usable_blocks}; raise --gpu-memory-utilization or "
                             "--kv-cache-gib, or lower --max-new-tokens")
         scheduler = Scheduler(blocks, self.config.max_seqs, self.config.max_batched_tokens,
-                              self.config.decode_steps)
+                              self.config.decode_steps, self.config.drain_decode_steps)
         for group in groups:
             scheduler.add(group.sequences[0])
         eos = self.tokenizer.eos_token_id
         while scheduler.has_work:
             work = scheduler.schedule()
             self.runner.copy_blocks(work.copies)
-            finished = self._prefill(work, scheduler, blocks, eos) + self._decode(work, scheduler, eos)
+            with self._timed("prefill_seconds"):
+                finished = self._prefill(work, scheduler, blocks, eos)
+            with self._timed("decode_seconds"):
+                finished += self._decode(work, scheduler, eos)
             for group in finished:
                 done(group)
             self.stats.preemptions += work.preempted
         self.stats.kv_blocks = blocks.usable_blocks
         self.stats.peak_kv_blocks = max(self.stats.peak_kv_blocks, blocks.peak_used)
+
+    @contextlib.contextmanager
+    def _timed(self, stat: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        setattr(self.stats, stat, getattr(self.stats, stat) + time.perf_counter() - started)
 
     def _prefill(self, work: Round, scheduler: Scheduler, blocks: BlockManager, eos: int | None) -> list[Group]:
         """Run the prefill chunks; each sequence they complete (with its new

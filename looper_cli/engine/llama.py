@@ -45,23 +45,45 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + rotated * sin
 
 
-def pre_attention(norm: Any, x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor,
-                  cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int):
+def project(h: torch.Tensor, weights: tuple[torch.Tensor, ...], sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """The outputs of projections that share their input: one matmul and a
+    split for a fused weight (weights.py), else one matmul each."""
+    if len(weights) == 1:
+        return F.linear(h, weights[0]).split(list(sizes), dim=-1)
+    return tuple(F.linear(h, w) for w in weights)
+
+
+def pre_attention(norm: Any, x: torch.Tensor, w_qkv: tuple[torch.Tensor, ...], cos: torch.Tensor,
+                  sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int):
     """Norm, q/k/v projections and rope: x [tokens, hidden] ->
     q [tokens, heads, d], k, v [tokens, kv_heads, d]; cos/sin [tokens, 1, d]."""
-    tokens, h = x.shape[0], norm(x)
-    q = F.linear(h, wq).view(tokens, heads, head_dim)
-    k = F.linear(h, wk).view(tokens, kv_heads, head_dim)
-    v = F.linear(h, wv).view(tokens, kv_heads, head_dim)
-    return rotate(q, cos, sin), rotate(k, cos, sin), v
+    tokens = x.shape[0]
+    q, k, v = project(norm(x), w_qkv, (heads * head_dim, kv_heads * head_dim, kv_heads * head_dim))
+    q, k = q.reshape(tokens, heads, head_dim), k.reshape(tokens, kv_heads, head_dim)
+    return rotate(q, cos, sin), rotate(k, cos, sin), v.reshape(tokens, kv_heads, head_dim)
 
 
 def finish_layer(norm: Any, act: Any, x: torch.Tensor, attn: torch.Tensor, wo: torch.Tensor,
-                 w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+                 w_gate_up: tuple[torch.Tensor, ...], w_down: torch.Tensor) -> torch.Tensor:
     """o_proj, residual, the gated MLP, residual; attn is [tokens, heads, d]."""
     x = x + F.linear(attn.reshape(x.shape[0], -1), wo)
     h = norm(x)
-    return x + F.linear(act(F.linear(h, w_gate)) * F.linear(h, w_up), w_down)
+    gate, up = project(h, w_gate_up, (w_down.shape[1], w_down.shape[1]))
+    return x + F.linear(act(gate) * up, w_down)
+
+
+def between_layers(finish: tuple[Any, ...], norm: Any, w_qkv: tuple[torch.Tensor, ...], cos: torch.Tensor,
+                   sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int):
+    """Layer n after its attention, then layer n + 1 up to its attention, in
+    one piece: compiled together, the residual add and the next norm are one
+    kernel. `finish` is finish_layer's arguments. Returns x, q, k, v."""
+    x = finish_layer(*finish)
+    return (x,) + pre_attention(norm, x, w_qkv, cos, sin, heads, kv_heads, head_dim)
+
+
+def last_layer(finish: tuple[Any, ...], final_norm: Any) -> torch.Tensor:
+    """The last layer after its attention, and the model's final norm."""
+    return final_norm(finish_layer(*finish))
 
 
 _COMPILED: dict[Any, Any] = {}

@@ -13,14 +13,14 @@ bucket with rows that write to the reserved block 0 and attend to nothing.
 from __future__ import annotations
 
 from itertools import accumulate
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 
 from looper_cli.engine.api import EngineConfig
 from looper_cli.engine.attention import PrefillLayout, decode_attention, prefill_attention, write_kv
 from looper_cli.engine.block_manager import TRASH_BLOCK
-from looper_cli.engine.llama import base_causal_lm, compiled, finish_layer, pre_attention
+from looper_cli.engine.llama import base_causal_lm, between_layers, compiled, last_layer, pre_attention
 from looper_cli.engine.sampler import sample, token_salts
 from looper_cli.engine.scheduler import Chunk
 from looper_cli.engine.weights import EngineWeights
@@ -71,8 +71,8 @@ class ModelRunner:
         on_cuda = self.device.type == "cuda"
         self.use_graphs = on_cuda and not config.eager
         fast = on_cuda and not config.eager  # compiling costs seconds once; worth it only on a GPU
-        self._pre, self._post = (compiled(pre_attention), compiled(finish_layer)) if fast else (
-            pre_attention, finish_layer)
+        self.eager_pieces = Pieces(pre_attention, between_layers, last_layer, decode_addresses)
+        self.decode_pieces = Pieces(*map(compiled, self.eager_pieces)) if fast else self.eager_pieces
         self._sample = compiled(sample) if fast else sample
         # Built now so that an adapter the engine cannot run fails before any generation.
         self.weights: Optional[EngineWeights] = EngineWeights(self.layers)
@@ -199,25 +199,34 @@ class ModelRunner:
         starts, lengths = [c.start for c in chunks], [c.length for c in chunks]
         layout = PrefillLayout(starts, lengths, device)
         cos, sin = self.cos[pos_t][:, None], self.sin[pos_t][:, None]
-        x = self.embed(ids_t)
-        for n in range(len(self.layers)):
-            q, k, v = self._project(pre_attention, n, x, cos, sin)
+
+        def attend(n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             cache_k, cache_v = self.cache[n, 0], self.cache[n, 1]
             write_kv(cache_k, cache_v, slots_t, k, v)
-            attn = prefill_attention(q, k, v, cache_k, cache_v, tables, layout, self.scale)
-            x = self._finish(finish_layer, n, x, attn)
+            return prefill_attention(q, k, v, cache_k, cache_v, tables, layout, self.scale)
+
+        hidden = self._layers(self.eager_pieces, self.embed(ids_t), cos, sin, attend)
         ends = torch.tensor([end - 1 for end, c in zip(accumulate(lengths), chunks) if c.completes],
                             device=device, dtype=torch.long)
-        return self.head(self.norm(x[ends])).float()
+        return self.head(hidden[ends]).float()
 
-    def _project(self, piece: Any, n: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        w = self.weights.layers[n]
-        return piece(self.layers[n].input_layernorm, x, w.q, w.k, w.v, cos, sin,
-                     self.heads, self.kv_heads, self.head_dim)
+    def _layers(self, pieces: "Pieces", x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attend: Any) -> torch.Tensor:
+        """Every decoder layer, with `attend(n, q, k, v)` as layer n's
+        attention (which also stores k, v); returns the final-normed hidden
+        states. Each piece runs from one attention to the next."""
+        dims = (self.heads, self.kv_heads, self.head_dim)
+        q, k, v = pieces.pre(self.layers[0].input_layernorm, x, self.weights.layers[0].qkv, cos, sin, *dims)
+        last = len(self.layers) - 1
+        for n in range(last):
+            finish = self._finish_args(n, x, attend(n, q, k, v))
+            x, q, k, v = pieces.between(finish, self.layers[n + 1].input_layernorm, self.weights.layers[n + 1].qkv,
+                                        cos, sin, *dims)
+        return pieces.last(self._finish_args(last, x, attend(last, q, k, v)), self.norm)
 
-    def _finish(self, piece: Any, n: int, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    def _finish_args(self, n: int, x: torch.Tensor, attn: torch.Tensor) -> tuple[Any, ...]:
         layer, w = self.layers[n], self.weights.layers[n]
-        return piece(layer.post_attention_layernorm, layer.mlp.act_fn, x, attn, w.o, w.gate, w.up, w.down)
+        return (layer.post_attention_layernorm, layer.mlp.act_fn, x, attn, w.o, w.gate_up, w.down)
 
     def _slot(self, seq: Sequence, position: int) -> int:
         return seq.block_table[position // self.block_size] * self.block_size + position % self.block_size
@@ -301,22 +310,15 @@ class ModelRunner:
 
     def _decode_step(self, rows: int, top_p: bool) -> None:
         """One token for `rows` rows, in place on the DecodeInputs buffers."""
-        inputs = self.inputs
-        positions, limits, tables = inputs.positions[:rows], inputs.limits[:rows], inputs.tables[:rows]
-        writes = positions <= limits
-        at = torch.minimum(positions, limits).clamp(min=0)
-        block = tables.gather(1, (at // self.block_size)[:, None]).squeeze(1).long()
-        slots = torch.where(writes, block * self.block_size + at % self.block_size, torch.zeros_like(block))
-        context = torch.where(limits >= 0, at + 1, torch.zeros_like(at)).to(torch.int32)
-        cos, sin = self.cos[at][:, None], self.sin[at][:, None]
-        x = self.embed(inputs.tokens[:rows])
-        for n in range(len(self.layers)):
-            q, k, v = self._project(self._pre, n, x, cos, sin)
-            cache_k, cache_v = self.cache[n, 0], self.cache[n, 1]
-            write_kv(cache_k, cache_v, slots, k, v)
-            attn = decode_attention(q, cache_k, cache_v, tables, context, self.scale)
-            x = self._finish(self._post, n, x, attn)
-        logits = self.head(self.norm(x)).float()
+        inputs, pieces = self.inputs, self.decode_pieces
+        positions, tables = inputs.positions[:rows], inputs.tables[:rows]
+        slots, context, cos, sin = pieces.addresses(positions, inputs.limits[:rows], tables, self.cos, self.sin,
+                                                    self.block_size)
+
+        def attend(n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return decode_attention(q, k, v, self.cache[n, 0], self.cache[n, 1], slots, tables, context, self.scale)
+
+        logits = self.head(self._layers(pieces, self.embed(inputs.tokens[:rows]), cos, sin, attend)).float()
         token, logprob = self._sample(logits, inputs.temperature[:rows], inputs.top_p[:rows],
                                       inputs.keys[:rows], positions, self.salts, top_p)
         inputs.tokens[:rows].copy_(token)
@@ -350,6 +352,28 @@ class ModelRunner:
         assert, seen on an H100) go too."""
         self.graphs.clear()
         self.pool = None
+
+
+class Pieces(NamedTuple):
+    """The functions a forward pass is cut into (llama.py), eager or compiled."""
+
+    pre: Any
+    between: Any
+    last: Any
+    addresses: Any
+
+
+def decode_addresses(positions: torch.Tensor, limits: torch.Tensor, tables: torch.Tensor, cos: torch.Tensor,
+                     sin: torch.Tensor, block_size: int):
+    """Where each decode row writes and what it sees: its cache slot (the
+    reserved slot 0 for a row past its last position, and for padding), its
+    context length (0 for padding) and its rope cos/sin [rows, 1, d]."""
+    writes = positions <= limits
+    at = torch.minimum(positions, limits).clamp(min=0)
+    block = tables.gather(1, (at // block_size)[:, None]).squeeze(1).long()
+    slots = torch.where(writes, block * block_size + at % block_size, torch.zeros_like(block))
+    context = torch.where(limits >= 0, at + 1, torch.zeros_like(at)).to(torch.int32)
+    return slots, context, cos[at][:, None], sin[at][:, None]
 
 
 def _uses_top_p(seqs: list[Sequence]) -> bool:

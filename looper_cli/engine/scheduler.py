@@ -52,11 +52,13 @@ class Round:
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, max_seqs: int, max_batched_tokens: int, horizon: int):
+    def __init__(self, blocks: BlockManager, max_seqs: int, max_batched_tokens: int, horizon: int,
+                 drain_horizon: int | None = None):
         self.blocks = blocks
         self.max_seqs = max_seqs
         self.max_batched_tokens = max_batched_tokens
-        self.horizon = horizon
+        self.horizon = horizon  # decode steps a round while prompts wait for a seat
+        self.drain_horizon = drain_horizon or horizon  # ... once none waits
         self.waiting: deque[Sequence] = deque()  # not yet prefilled, first in line first
         self.running: list[Sequence] = []  # prefilled, in the order they started
         self.reserve = max(1, blocks.usable_blocks // 100)  # blocks kept free when admitting a prompt
@@ -89,7 +91,8 @@ class Scheduler:
     def _schedule_decode(self, work: Round) -> None:
         if not self.running:
             return
-        work.horizon = min(self.horizon, max(s.steps_left for s in self.running))
+        horizon = self.horizon if self.waiting else self.drain_horizon
+        work.horizon = min(horizon, max(s.steps_left for s in self.running))
         while self.running:
             need = sum(self.blocks.new_blocks_needed(s, self._write_end(s, work.horizon)) for s in self.running)
             if need <= self.blocks.num_free:

@@ -10,6 +10,13 @@ small matmuls in every layer at every step. Measured before this on an H200:
 an unmerged r=128 adapter took a SmolLM2-135M decode step from 1.5 to 4.8 ms
 (docs/perf-notes.md, run 13c). The cost is memory: a copy of each adapted
 weight (all linear layers: about the model's size again).
+
+Projections that read the same input are fused where a copy is made anyway:
+when any of q/k/v (or gate/up) is adapted, the group's copies are rows of one
+tensor, so a decode step runs one matmul for q, k and v and one for gate and
+up instead of five. At 64 rows a small model's step is a chain of tiny
+kernels, and their number, not bytes or FLOPs, sets its time. A group with no
+adapter keeps the parameters in place: fusing it would copy the weights.
 """
 
 from __future__ import annotations
@@ -21,45 +28,69 @@ import torch
 
 from looper_cli.errors import UserError
 
-PROJECTIONS = (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"),
-               ("self_attn", "o_proj"), ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj"))
+ATTENTION_INPUTS = (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"))
+MLP_INPUTS = (("mlp", "gate_proj"), ("mlp", "up_proj"))
 
 
 @dataclass
 class LayerWeights:
-    q: torch.Tensor
-    k: torch.Tensor
-    v: torch.Tensor
+    qkv: tuple[torch.Tensor, ...]  # one fused [q; k; v] weight, or the three
     o: torch.Tensor
-    gate: torch.Tensor
-    up: torch.Tensor
+    gate_up: tuple[torch.Tensor, ...]  # one fused [gate; up] weight, or the two
     down: torch.Tensor
 
 
 class EngineWeights:
     def __init__(self, layers: list[Any]):
-        self.merges: list[tuple[Any, torch.Tensor]] = []  # (LoRA module, its merged copy)
-        self.layers = [LayerWeights(*(self._weight(getattr(getattr(layer, part), name))
-                                      for part, name in PROJECTIONS)) for layer in layers]
+        self.copies: list[tuple[Any, torch.Tensor]] = []  # (projection module, the engine's copy of it)
+        self.layers = [self._layer(layer) for layer in layers]
 
     def refresh(self) -> None:
-        """Merged copies from the adapters' current parameters."""
+        """The copies from the projections' current parameters (adapters merged)."""
         with torch.no_grad():
-            for module, merged in self.merges:
-                merged.copy_(merged_weight(module))
+            for module, copy in self.copies:
+                copy.copy_(merged_weight(module))
 
-    def _weight(self, module: Any) -> torch.Tensor:
-        if getattr(module, "bias", None) is not None:
-            raise UserError("--engine fast runs bias-free Llama projections only; use --engine hf")
-        if not hasattr(module, "lora_A"):
+    def _layer(self, layer: Any) -> LayerWeights:
+        def modules(names: tuple[tuple[str, str], ...]) -> list[Any]:
+            return [getattr(getattr(layer, part), name) for part, name in names]
+
+        return LayerWeights(self._group(modules(ATTENTION_INPUTS)), self._single(layer.self_attn.o_proj),
+                            self._group(modules(MLP_INPUTS)), self._single(layer.mlp.down_proj))
+
+    def _group(self, modules: list[Any]) -> tuple[torch.Tensor, ...]:
+        for module in modules:
+            check_projection(module)
+        if not any(is_lora(m) for m in modules):
+            return tuple(m.weight for m in modules)
+        bases = [base_weight(m) for m in modules]
+        fused = torch.empty((sum(w.shape[0] for w in bases), bases[0].shape[1]),
+                            dtype=bases[0].dtype, device=bases[0].device)
+        for module, rows in zip(modules, fused.split([w.shape[0] for w in bases])):
+            self.copies.append((module, rows))
+        return (fused,)
+
+    def _single(self, module: Any) -> torch.Tensor:
+        check_projection(module)
+        if not is_lora(module):
             return module.weight
-        check_plain_lora(module)
-        merged = torch.empty_like(module.base_layer.weight)
-        self.merges.append((module, merged))
-        return merged
+        copy = torch.empty_like(base_weight(module))
+        self.copies.append((module, copy))
+        return copy
 
 
-def check_plain_lora(module: Any) -> None:
+def is_lora(module: Any) -> bool:
+    return hasattr(module, "lora_A")
+
+
+def base_weight(module: Any) -> torch.Tensor:
+    return module.base_layer.weight if is_lora(module) else module.weight
+
+
+def check_projection(module: Any) -> None:
+    layer = module.base_layer if is_lora(module) else module
+    if getattr(layer, "bias", None) is not None:
+        raise UserError("--engine fast runs bias-free Llama projections only; use --engine hf")
     if getattr(module, "use_dora", {}) and any(module.use_dora.values()):
         raise UserError("--engine fast does not run DoRA adapters; use --engine hf")
     if getattr(module, "fan_in_fan_out", False):
@@ -67,8 +98,11 @@ def check_plain_lora(module: Any) -> None:
 
 
 def merged_weight(module: Any) -> torch.Tensor:
-    """W + sum over active adapters of scaling * B @ A, in float32, as W's dtype."""
-    base = module.base_layer.weight
+    """W + sum over active adapters of scaling * B @ A, in float32, as W's
+    dtype (W itself for a projection without an adapter)."""
+    base = base_weight(module)
+    if not is_lora(module):
+        return base
     out = base.float()
     if not getattr(module, "disable_adapters", False) and not getattr(module, "merged", False):
         for name in module.active_adapters:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 15's decode-step work on one warm H200, in two consecutive calls (an upload is capped at
+# 64 MiB, so the SmolLM2 GGUF travels in two halves). .gpu/old holds the engine before the change
+# (`git archive <rev> looper_cli`), run with this tree's benchmark scripts, in the same call:
+#   call a (carry .gpu/gguf_a .gpu/gguf.sha256 .gpu/data .gpu/whl .gpu/whl_alt .gpu/whl_b .gpu/old):
+#          bash scripts/gpu_decode.sh a  -> GPU checks (greedy == transformers), one decode step's
+#          replay, wall time and kernels at 64 rows, SmolLM2 shape, LoRA r=128: before and after
+#   call b (carry .gpu/gguf_b): bash scripts/gpu_decode.sh b  -> ppo steps on SmolLM2 (64 x 256):
+#          the engine before, after, and TRL's own sampling
+set -uo pipefail
+phase=$1
+source scripts/gpu_common.sh  # G, M, device_setup, join_gguf
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH=/tmp/site:$PWD
+OLD=/tmp/old
+mkdir -p $G ${OUT:=/tmp/out}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if [ "$phase" = a ]; then
+  device_setup || exit 1
+  rm -rf $OLD && mkdir -p $OLD && cp -r .gpu/old/looper_cli benchmarks $OLD/
+  python3 -c 'import torch, transformers, trl, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "peft", peft.__version__)'
+  timeout 150 python3 benchmarks/bench_engine.py check --out $OUT/check 2>&1 | grep -v '^{' | tee $OUT/check.log
+  for tree in $OLD $PWD; do
+    name=$([ $tree = $OLD ] && echo before || echo after)
+    (cd $tree && timeout 170 python3 benchmarks/bench_engine.py step --step-rows 64 --profile --out $OUT/step-$name) \
+        2>&1 | grep -v '^{' | tee $OUT/step-$name.log
+  done
+fi
+if [ "$phase" = b ]; then
+  join_gguf || exit 1
+  ppo() { timeout $1 python3 benchmarks/gpu_ppo.py --cases smol --model $M --data $G/data/gsm8k --budget $(($1 - 10)) "${@:2}"; }
+  (cd $OLD && ppo 150 --paths fast --steps 5 --out $OUT/ppo-before) 2>&1 | tee $OUT/ppo-before.log
+  ppo 150 --paths fast --steps 5 --out $OUT/ppo-after 2>&1 | tee $OUT/ppo-after.log
+  ppo 200 --paths trl --steps 3 --out $OUT/ppo-trl 2>&1 | tee $OUT/ppo-trl.log
+fi
