@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -143,7 +144,10 @@ def add_eos_bias(model, bias: float):
 
 
 # -- sections ------------------------------------------------------------------
+ATTENTION_SHAPES = {"8b": (32, 8, 128), "smol": (9, 3, 64)}  # query heads, KV heads, head dim
+
 def section_check(args) -> None:
+    import torch
     from looper_cli.engine import EngineConfig, SamplingConfig
     from looper_cli.engine.generator import FastGenerator
     from looper_cli.engine.hf import HFGenerator
@@ -166,11 +170,18 @@ def section_check(args) -> None:
 
     lora = get_peft_model(build_llama("small", "cuda", "float32"),
                           LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False))
-    want = [g[0].token_ids for g in HFGenerator(lora, tok, EngineConfig(max_seqs=24)).generate_ids(prompts, greedy)]
-    got = [g[0].token_ids for g in FastGenerator(lora, tok, EngineConfig(max_seqs=8)).generate_ids(prompts, greedy)]
-    record("check", "greedy == transformers (LoRA r=8, fused copies)",
-           100 * sum(a == b for a, b in zip(got, want)) / len(want), "% seqs", "small fp32, all-linear, B non-zero")
-    del lora
+    engine = FastGenerator(lora, tok, EngineConfig(max_seqs=8))
+    for when in ("", ", after an in-place update"):
+        if when:  # as an optimizer step: the captured merge must read the new values
+            with torch.no_grad():
+                for name, param in lora.named_parameters():
+                    if "lora_" in name:
+                        param.mul_(1.5)
+        want = [g[0].token_ids for g in HFGenerator(lora, tok, EngineConfig(max_seqs=24)).generate_ids(prompts, greedy)]
+        got = [g[0].token_ids for g in engine.generate_ids(prompts, greedy)]
+        record("check", f"greedy == transformers (LoRA r=8, fused copies{when})",
+               100 * sum(a == b for a, b in zip(got, want)) / len(want), "% seqs", "small fp32, all-linear, B non-zero")
+    del lora, engine
     sampled = SamplingConfig(max_new_tokens=48, temperature=1.0, top_p=0.9, samples=4, seed=5)
     runs = [[c.token_ids for g in FastGenerator(model, tok, config).generate_ids(prompts, sampled) for c in g]
             for config in (EngineConfig(max_seqs=96), EngineConfig(max_seqs=8, num_blocks=24, block_size=16))]
@@ -245,8 +256,9 @@ def section_attention(args) -> None:
 
     from looper_cli.engine.attention import paged_decode_reference, paged_decode_triton
 
-    rows, heads, kv, dim, block = args.attention_rows, 32, 8, 128, 16
-    for context in (256, 1024, 4096):
+    rows, block = args.attention_rows, 16
+    heads, kv, dim = ATTENTION_SHAPES[args.attention_shape]
+    for context in args.contexts:
         width = -(-context // block)
         blocks = rows * width + 1
         q = torch.randn(rows, heads, dim, device="cuda", dtype=torch.bfloat16)
@@ -257,8 +269,10 @@ def section_attention(args) -> None:
         error = (paged_decode_triton(q, k, v, tables, lens, dim ** -0.5).float()
                  - paged_decode_reference(q, k, v, tables, lens, dim ** -0.5).float()).abs().max().item()
         kv_bytes = 2 * int(lens.sum()) * kv * dim * 2
-        note = f"{rows} rows, 32 heads / 8 kv, d 128, contexts U[{context // 2}, {context}]; max |diff| {error:.1e}"
-        for name, fn in (("triton paged kernel", paged_decode_triton), ("gather + SDPA", paged_decode_reference)):
+        note = (f"{rows} rows, {heads} heads / {kv} kv, d {dim}, contexts U[{context // 2}, {context}]; "
+                f"max |diff| {error:.1e}")
+        kernels = [(f"triton paged kernel, tile {t}", partial(paged_decode_triton, tile=t)) for t in args.tiles]
+        for name, fn in kernels + [("gather + SDPA", paged_decode_reference)]:
             ms = triton.testing.do_bench(lambda: fn(q, k, v, tables, lens, dim ** -0.5), return_mode="median")
             record("attention", f"{name}, context {context}", ms * 1000, "us",
                    f"{note}; {kv_bytes / ms / 1e9:.2f} TB/s of KV read")
@@ -316,6 +330,10 @@ def main() -> None:
     parser.add_argument("--skip-static", action="store_true")
     parser.add_argument("--hf-prompts", type=int, default=32)
     parser.add_argument("--attention-rows", type=int, default=256)
+    parser.add_argument("--attention-shape", default="8b", choices=sorted(ATTENTION_SHAPES))
+    parser.add_argument("--contexts", type=lambda s: [int(x) for x in s.split(",")], default=[256, 1024, 4096])
+    parser.add_argument("--tiles", type=lambda s: [int(x) for x in s.split(",")], default=[64],
+                        help="attention: keys per loop iteration of the Triton kernel")
     parser.add_argument("--step-shape", default="smol")
     parser.add_argument("--step-rows", type=lambda s: [int(x) for x in s.split(",")], default=[64, 512])
     parser.add_argument("--step-lora-r", type=int, default=128)

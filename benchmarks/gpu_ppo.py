@@ -100,7 +100,8 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     timed = clock.steps[args.warmup:]
     step, gen = mean([s for s, _, _ in timed]), mean([g for _, g, _ in timed])
     tokens = sum(t for _, _, t in timed)
-    phases = {name: round(mean([p[name] for p in clock.phases[args.warmup:]]), 4) for name in ENGINE_PHASES}
+    phases = {name: round(mean([p[name] for p in clock.phases[args.warmup:]]), 4)
+              for name in ENGINE_PHASES + ("compiled_graphs",)}
     if phases.get("decode_steps"):
         phases["decode_ms_per_step"] = round(1000 * phases["decode_seconds"] / phases["decode_steps"], 3)
     return dict(**{f"engine_{name}": value for name, value in phases.items()},case=case, path=path, engine=getattr(sampler, "engine_name", None) or "trl-generate",
@@ -173,9 +174,13 @@ ENGINE_PHASES = ("prepare_seconds", "prefill_seconds", "decode_seconds", "decode
 
 
 def engine_phases(sampler: Any) -> dict[str, float]:
-    """The engine's running totals of where generation went (GenerationStats), zeros without one."""
+    """The engine's running totals of where generation went (GenerationStats), zeros without
+    one, and how many graphs torch.compile has made (a compile inside a timed step shows)."""
+    from torch._dynamo.utils import counters
+
     stats = getattr(getattr(sampler, "generator", None), "stats", None)
-    return {name: float(getattr(stats, name, 0.0)) for name in ENGINE_PHASES}
+    totals = {name: float(getattr(stats, name, 0.0)) for name in ENGINE_PHASES}
+    return {**totals, "compiled_graphs": float(counters["stats"]["unique_graphs"])}
 
 
 def StepClock(timer: GenerationTimer, device: str, phases: Any) -> Any:  # noqa: N802 (a TrainerCallback)
@@ -201,8 +206,11 @@ def StepClock(timer: GenerationTimer, device: str, phases: Any) -> Any:  # noqa:
             started, generated, tokens = self.mark
             self.steps.append((time.perf_counter() - started, timer.seconds - generated, timer.tokens - tokens))
             self.phases.append({name: value - self.phase_mark[name] for name, value in phases().items()})
+            split = self.phases[-1]
             print(f"  step {state.global_step}: {self.steps[-1][0]:.2f} s, generation {self.steps[-1][1]:.2f} s, "
-                  f"{self.steps[-1][2]} tokens", flush=True)
+                  f"{self.steps[-1][2]} tokens; engine prepare {split['prepare_seconds']:.3f} s, prefill "
+                  f"{split['prefill_seconds']:.3f} s, decode {split['decode_seconds']:.3f} s in "
+                  f"{split['decode_steps']:.0f} steps; {split['compiled_graphs']:.0f} graphs compiled", flush=True)
 
     clock = Clock()
     clock.steps, clock.phases = [], []

@@ -92,6 +92,7 @@ class GroupSampler:
         self.generator: Optional[Generator] = None
         self.engine_name: Optional[str] = None  # "fast" or "hf", once built
         self._model: Any = None
+        self._warmed = False  # the generator's decode graphs are captured
         self.seconds = 0.0  # in generate calls, this process
         self.tokens = 0  # completion ids returned (EOS included), this process
 
@@ -111,7 +112,9 @@ class GroupSampler:
         started = time.perf_counter()
         try:
             with generation_model(trainer) as model:
-                groups = self._generator(model, trainer).generate_ids(prompt_ids, cfg)
+                generator = self._generator(model, trainer)
+                self._warm_up(generator, prompt_ids, cfg)
+                groups = generator.generate_ids(prompt_ids, cfg)
         except torch.OutOfMemoryError:
             self._release()  # whatever the setting: the run stops, and memory goes first
             raise UserError(SAMPLING_OOM) from None
@@ -123,6 +126,14 @@ class GroupSampler:
         self.tokens += tokens
         log_generation_rate(trainer, tokens, seconds)
         return groups
+
+    def _warm_up(self, generator: Generator, prompt_ids: Sequence[Sequence[int]], cfg: SamplingConfig) -> None:
+        """With the cache kept, capture every decode graph at the first
+        generation: a graph first needed mid-run (fewer rows left running)
+        would cost seconds inside some later step instead."""
+        if self.keep_memory and not self._warmed and hasattr(generator, "warm_up"):
+            generator.warm_up(max(map(len, prompt_ids)) + cfg.max_new_tokens, top_p=not cfg.greedy and cfg.top_p < 1)
+            self._warmed = True
 
     def _release(self) -> None:
         if self.generator is not None:
@@ -141,6 +152,7 @@ class GroupSampler:
                                        self.config)
             self.engine_name = "hf" if isinstance(self.generator, HFGenerator) else "fast"
             self._model = model
+            self._warmed = False
         return self.generator
 
 

@@ -3,8 +3,9 @@
 # 64 MiB, so the SmolLM2 GGUF travels in two halves). .gpu/old holds the engine before the change
 # (`git archive <rev> looper_cli`), run with this tree's benchmark scripts, in the same call:
 #   call a (carry .gpu/gguf_a .gpu/gguf.sha256 .gpu/data .gpu/whl .gpu/whl_alt .gpu/whl_b .gpu/old):
-#          bash scripts/gpu_decode.sh a  -> GPU checks (greedy == transformers), one decode step's
-#          replay, wall time and kernels at 64 rows, SmolLM2 shape, LoRA r=128: before and after
+#          bash scripts/gpu_decode.sh a  -> GPU checks (greedy == transformers), decode attention
+#          at the SmolLM2 shape by tile, one decode step's replay, wall time and kernels at 64
+#          rows, SmolLM2 shape, LoRA r=128: before and after
 #   call b (carry .gpu/gguf_b): bash scripts/gpu_decode.sh b  -> ppo steps on SmolLM2 (64 x 256):
 #          the engine before, after, and TRL's own sampling
 set -uo pipefail
@@ -19,7 +20,8 @@ if [ "$phase" = a ]; then
   device_setup || exit 1
   rm -rf $OLD && mkdir -p $OLD && cp -r .gpu/old/looper_cli benchmarks $OLD/
   python3 -c 'import torch, transformers, trl, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "peft", peft.__version__)'
-  timeout 150 python3 benchmarks/bench_engine.py check --out $OUT/check 2>&1 | grep -v '^{' | tee $OUT/check.log
+  timeout 150 python3 benchmarks/bench_engine.py check,attention --attention-shape smol --attention-rows 64 \
+      --contexts 256,512 --tiles 64,128,256 --out $OUT/check 2>&1 | grep -v '^{' | tee $OUT/check.log
   for tree in $OLD $PWD; do
     name=$([ $tree = $OLD ] && echo before || echo after)
     (cd $tree && timeout 170 python3 benchmarks/bench_engine.py step --step-rows 64 --profile --out $OUT/step-$name) \
@@ -29,7 +31,7 @@ fi
 if [ "$phase" = b ]; then
   join_gguf || exit 1
   ppo() { timeout $1 python3 benchmarks/gpu_ppo.py --cases smol --model $M --data $G/data/gsm8k --budget $(($1 - 10)) "${@:2}"; }
-  (cd $OLD && ppo 150 --paths fast --steps 5 --out $OUT/ppo-before) 2>&1 | tee $OUT/ppo-before.log
-  ppo 150 --paths fast --steps 5 --out $OUT/ppo-after 2>&1 | tee $OUT/ppo-after.log
+  (cd $OLD && ppo 170 --paths fast --warmup 3 --steps 5 --out $OUT/ppo-before) 2>&1 | tee $OUT/ppo-before.log
+  ppo 170 --paths fast --warmup 3 --steps 5 --out $OUT/ppo-after 2>&1 | tee $OUT/ppo-after.log
   ppo 200 --paths trl --steps 3 --out $OUT/ppo-trl 2>&1 | tee $OUT/ppo-trl.log
 fi

@@ -12,7 +12,8 @@ decode, preemption), `model_runner` (the forward over the paged cache, CUDA
 graphs), `attention` (paged attention: a Triton kernel and the torch
 reference), `sampler` (greedy / temperature / top-p with keyed noise),
 `llama` (the model's own modules), `weights` (the projection weights the
-pieces multiply by: in place, or merged LoRA copies rebuilt at every call).
+pieces multiply by: in place, or merged LoRA copies rebuilt at every call),
+`graphs` (CUDA graph capture).
 
 No torch import at package import time: `looper --help` stays fast.
 """

@@ -81,7 +81,8 @@ def paged_decode_reference(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torc
 
 def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
                         block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
-                        new: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+                        new: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
+                        tile: Optional[int] = None) -> torch.Tensor:
     """The kernel's launch. With `new` = (k_new, v_new, slots) the last of a
     row's context_lens positions is the fed token: its key and value come
     from k_new / v_new and are stored at slots; without, every position is
@@ -90,7 +91,9 @@ def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.T
     _, block_size, kv_heads, _ = cache_k.shape
     group = heads // kv_heads
     out = torch.empty_like(q)
-    tile = max(block_size, 64)  # keys per loop iteration; several blocks when they are small
+    # Keys per loop iteration: 16 KiB of keys (64 at head_dim 128, 128 at 64), and at least a block.
+    # Each iteration waits on its loads, so a small head dim takes more keys a step.
+    tile = tile or max(block_size, 8192 // head_dim)
     k_new, v_new, slots = new if new is not None else (q, q, context_lens)  # unread placeholders
     k_new, v_new = (t if t.stride(-1) == 1 else t.contiguous() for t in (k_new, v_new))  # the kernel's layout
     _paged_decode_kernel[(rows, kv_heads)](

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
+from looper_cli.engine.graphs import capture as capture_graph
 from looper_cli.engine.api import EngineConfig
 from looper_cli.engine.attention import PrefillLayout, decode_attention, prefill_attention, write_kv
 from looper_cli.engine.block_manager import TRASH_BLOCK
@@ -27,7 +28,10 @@ from looper_cli.engine.weights import EngineWeights
 from looper_cli.engine.sequence import Sequence
 from looper_cli.errors import UserError
 
-ROPE_ALIGN = 1024  # the cos/sin table grows in steps of this many positions
+# The cos/sin table and the decode block tables grow in steps of this many positions: a longer
+# prompt than any before rarely changes their shape, which would re-capture every decode graph
+# (a new table width; seconds each time, mid-run in ppo).
+LENGTH_ALIGN = 1024
 
 
 def graph_buckets(max_seqs: int) -> list[int]:
@@ -104,12 +108,12 @@ class ModelRunner:
             blocks = min(wanted, self._affordable_blocks())
             if self.cache is None or blocks > self.num_blocks:
                 self._allocate_cache(blocks)
-        width = -(-max_len // self.block_size)
+        width = -(-_aligned(max_len) // self.block_size)
         if self.inputs is None or self.inputs.tables.shape[1] < width:
             self._drop_graphs()
             self.inputs = DecodeInputs(self.config.max_seqs, width, self.device)
         if self.cos is None or self.cos.shape[0] < max_len:
-            self._build_rope(-(-max_len // ROPE_ALIGN) * ROPE_ALIGN)
+            self._build_rope(_aligned(max_len))
 
     def release(self) -> None:
         """Free the cache, graphs, buffers and merged LoRA copies (the next
@@ -326,24 +330,19 @@ class ModelRunner:
         inputs.positions[:rows].add_(1)
 
     def _capture(self, rows: int, top_p: bool) -> Any:
-        """Warm up on a side stream (compiles, cuBLAS picks its kernels), put
-        the buffers back as they were, then capture. The warm-up writes this
-        step's KV at this step's slots: the values the replay writes too."""
+        """A decode step's graph. The warm-up writes this step's KV at this
+        step's slots (the values the replay writes too); the buffers it
+        advances are put back before the capture."""
         inputs = self.inputs
         saved = [t.clone() for t in (inputs.tokens, inputs.positions, inputs.logprobs)]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self._decode_step(rows, top_p)
-        torch.cuda.current_stream().wait_stream(side)
-        for buffer, value in zip((inputs.tokens, inputs.positions, inputs.logprobs), saved):
-            buffer.copy_(value)
+
+        def restore() -> None:
+            for buffer, value in zip((inputs.tokens, inputs.positions, inputs.logprobs), saved):
+                buffer.copy_(value)
+
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            self._decode_step(rows, top_p)
-        return graph
+        return capture_graph(lambda: self._decode_step(rows, top_p), self.pool, restore)
 
     def _drop_graphs(self) -> None:
         """Graphs hold the addresses of the cache and buffers they were
@@ -374,6 +373,10 @@ def decode_addresses(positions: torch.Tensor, limits: torch.Tensor, tables: torc
     slots = torch.where(writes, block * block_size + at % block_size, torch.zeros_like(block))
     context = torch.where(limits >= 0, at + 1, torch.zeros_like(at)).to(torch.int32)
     return slots, context, cos[at][:, None], sin[at][:, None]
+
+
+def _aligned(length: int) -> int:
+    return -(-length // LENGTH_ALIGN) * LENGTH_ALIGN
 
 
 def _uses_top_p(seqs: list[Sequence]) -> bool:

@@ -17,6 +17,11 @@ tensor, so a decode step runs one matmul for q, k and v and one for gate and
 up instead of five. At 64 rows a small model's step is a chain of tiny
 kernels, and their number, not bytes or FLOPs, sets its time. A group with no
 adapter keeps the parameters in place: fusing it would copy the weights.
+
+On a GPU the rebuild is one CUDA graph: eagerly, its few hundred tiny
+kernels took 45 ms of each SmolLM2 ppo step on an H200 (run 17). It reads the adapter
+and base parameters by address, which the optimizer updates in place; a
+change of address, adapter set, scaling or merge state captures it again.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import torch
 
+from looper_cli.engine.graphs import capture as capture_graph
 from looper_cli.errors import UserError
 
 ATTENTION_INPUTS = (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"))
@@ -44,9 +50,22 @@ class EngineWeights:
     def __init__(self, layers: list[Any]):
         self.copies: list[tuple[Any, torch.Tensor]] = []  # (projection module, the engine's copy of it)
         self.layers = [self._layer(layer) for layer in layers]
+        self._graph: Any = None
+        self._graph_sources: tuple = ()
 
     def refresh(self) -> None:
         """The copies from the projections' current parameters (adapters merged)."""
+        if not self.copies:
+            return
+        if self.copies[0][1].device.type != "cuda":
+            self._merge_all()
+            return
+        sources = tuple(merge_sources(module) for module, _ in self.copies)
+        if self._graph is None or sources != self._graph_sources:
+            self._graph, self._graph_sources = capture_graph(self._merge_all), sources
+        self._graph.replay()
+
+    def _merge_all(self) -> None:
         with torch.no_grad():
             for module, copy in self.copies:
                 copy.copy_(merged_weight(module))
@@ -95,6 +114,18 @@ def check_projection(module: Any) -> None:
         raise UserError("--engine fast does not run DoRA adapters; use --engine hf")
     if getattr(module, "fan_in_fan_out", False):
         raise UserError("--engine fast does not run fan-in-fan-out LoRA weights; use --engine hf")
+
+
+def merge_sources(module: Any) -> tuple:
+    """What a captured merge of `module` depends on besides the values of
+    its parameters: their addresses, the active adapters and their scaling,
+    and whether adapters are disabled or already merged into the base."""
+    if not is_lora(module):
+        return (module.weight.data_ptr(),)
+    adapters = tuple((name, module.lora_A[name].weight.data_ptr(), module.lora_B[name].weight.data_ptr(),
+                      module.scaling[name]) for name in module.active_adapters if name in module.lora_A)
+    return (base_weight(module).data_ptr(), adapters, bool(getattr(module, "disable_adapters", False)),
+            bool(getattr(module, "merged", False)))
 
 
 def merged_weight(module: Any) -> torch.Tensor:
