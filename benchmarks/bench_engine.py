@@ -9,13 +9,16 @@ including EOS, what a caller gets back.
 
 Sections:
   step       where a decode step's time goes (--step-shape, default SmolLM2's): one graph
-             replay against the wall time per step of a generation, with and without an
-             unmerged LoRA adapter.
+             replay against the wall time per step of a generation, with and without a
+             LoRA adapter (--profile: the kernels of one step).
   check      greedy of the paged engine on the GPU (CUDA graphs, compiled
              layers) equals transformers' greedy, also with a cache so small
-             that sequences are preempted; samples do not depend on the cache.
-  attention  one decode attention call at the 8B shape: our Triton kernel vs
-             gathering each row's blocks + SDPA (torch), by context length.
+             that sequences are preempted, and with a LoRA adapter before and
+             after an in-place update; samples do not depend on the cache.
+  attention  one decode attention call (--attention-shape 8b or smol): our Triton
+             kernel by --tiles vs gathering each row's blocks + SDPA (torch), by context.
+  sdpa       prefill attention's first call at a new shape: torch's default backends
+             vs the engine's (cuDNN excluded).
   rollout    8B shape, random init; a bias on the EOS logit (calibrated so a
              sampled sequence stops with probability --hazard per step) gives
              geometric lengths like real samples. 128 prompts x 8, 128-token
@@ -280,6 +283,39 @@ def section_attention(args) -> None:
         torch.cuda.empty_cache()
 
 
+def section_sdpa(args) -> None:
+    """Prefill attention's first call at a new shape (masked SDPA, bf16, GQA, SmolLM2's heads, 8
+    prompts): torch's default backend choice against the engine's (cuDNN excluded), each on
+    lengths it has not seen; then a repeat call."""
+    import contextlib
+    import time
+
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import sdpa_kernel
+
+    from looper_cli.engine.attention import PREFILL_BACKENDS
+
+    def call(length: int) -> float:
+        q = torch.randn(8, 9, length, 64, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(8, 3, length, 64, device="cuda", dtype=torch.bfloat16)
+        mask = torch.ones(length, length, device="cuda", dtype=torch.bool).tril()[None, None]
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        F.scaled_dot_product_attention(q, k, k, attn_mask=mask, enable_gqa=True)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - started) * 1000
+
+    call(64)  # CUDA context, kernels loaded
+    for name, backends, base in (("default backends", None, 150), ("engine's (no cuDNN)", PREFILL_BACKENDS, 151)):
+        with sdpa_kernel(backends) if backends else contextlib.nullcontext():
+            first = [call(base + 20 * i) for i in range(4)]
+            again = [call(base + 20 * i) for i in range(4)]
+        record("sdpa", f"prefill attention, {name}: first call at a new length", sum(first) / 4, "ms",
+               f"8 x {base}..{base + 60} tokens, 9 heads / 3 kv, d 64, bf16, bool mask")
+        record("sdpa", f"prefill attention, {name}: same length again", sum(again) / 4, "ms", "")
+
+
 def section_rollout(args) -> None:
     import torch
 
@@ -346,9 +382,9 @@ def main() -> None:
     args = parser.parse_args()
 
     device = device_name(args.device)
-    sections = {"check": section_check, "step": section_step, "attention": section_attention,
+    sections = {"check": section_check, "step": section_step, "attention": section_attention, "sdpa": section_sdpa,
                 "rollout": section_rollout, "real": section_real}
-    wanted = set(args.section.split(",")) if args.section != "all" else set(sections) - {"real", "step"}
+    wanted = set(args.section.split(",")) if args.section != "all" else set(sections) - {"real", "step", "sdpa"}
     for name, run in sections.items():
         if name in wanted:
             run(args)

@@ -24,6 +24,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 try:  # Triton comes with CUDA builds of torch; the CPU path never needs it
     import triton
@@ -171,13 +172,20 @@ if triton is not None:
         tl.store(o_ptr, out.to(Out.dtype.element_ty), mask=head_ok[:, None])
 
 
+PREFILL_ALIGN = 64
+# Not cuDNN: it builds an execution plan for every new shape (~0.4 s on an H100, pytorch/torchtune#1652,
+# sgl-project/sglang#4650), and prefill shapes change with every batch of prompts.
+PREFILL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 class PrefillLayout:
     """Where the new tokens of a prefill call sit once padded per sequence,
     and what each may see: built once per call, used by every layer (one
     scatter and one gather a layer instead of a copy per sequence)."""
 
     def __init__(self, starts: list[int], lengths: list[int], device: torch.device):
-        self.count, self.longest = len(lengths), max(lengths)
+        # Padded to a multiple of PREFILL_ALIGN: attention kernels that plan per shape meet few shapes.
+        self.count, self.longest = len(lengths), -(-max(lengths) // PREFILL_ALIGN) * PREFILL_ALIGN
         self.context = max(s + n for s, n in zip(starts, lengths))
         # Fresh prompts: the new keys are the whole context (no cache read).
         self.fresh = all(s == 0 for s in starts)
@@ -213,6 +221,7 @@ def prefill_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
         keys = gather_positions(cache_k, block_tables, layout.context)
         values = gather_positions(cache_v, block_tables, layout.context)
     queries = layout.pad(q).transpose(1, 2)  # [n, heads, longest, d]
-    out = F.scaled_dot_product_attention(queries, keys.transpose(1, 2), values.transpose(1, 2),
-                                         attn_mask=layout.mask, scale=scale, enable_gqa=True)
+    with sdpa_kernel(PREFILL_BACKENDS):
+        out = F.scaled_dot_product_attention(queries, keys.transpose(1, 2), values.transpose(1, 2),
+                                             attn_mask=layout.mask, scale=scale, enable_gqa=True)
     return layout.unpad(out.transpose(1, 2))  # [tokens, heads, d]
