@@ -3,11 +3,13 @@
 # 64 MiB, so the SmolLM2 GGUF travels in two halves). .gpu/old holds the engine before the change
 # (`git archive <rev> looper_cli`), run with this tree's benchmark scripts, in the same call:
 #   call a (carry .gpu/gguf_a .gpu/gguf.sha256 .gpu/data .gpu/whl .gpu/whl_alt .gpu/whl_b .gpu/old):
-#          bash scripts/gpu_decode.sh a  -> GPU checks (greedy == transformers), decode attention
-#          at the SmolLM2 shape by tile, one decode step's replay, wall time and kernels at 64
-#          rows, SmolLM2 shape, LoRA r=128: before and after
+#          bash scripts/gpu_decode.sh a  -> GPU checks (greedy == transformers), prefill attention's
+#          first call at new shapes, one decode step's replay, wall time and kernels at 64 rows,
+#          SmolLM2 shape, LoRA r=128: before and after
 #   call b (carry .gpu/gguf_b): bash scripts/gpu_decode.sh b  -> ppo steps on SmolLM2 (64 x 256):
 #          the engine before, after, and TRL's own sampling
+#   call c: bash scripts/gpu_decode.sh c  -> ppo steps on the 8B shape: the engine and TRL's sampling
+# STEP_TREES="" skips call a's decode-step section; SECTIONS=,attention adds the attention one.
 set -uo pipefail
 phase=$1
 source scripts/gpu_common.sh  # G, M, device_setup, join_gguf
@@ -20,9 +22,9 @@ if [ "$phase" = a ]; then
   device_setup || exit 1
   rm -rf $OLD && mkdir -p $OLD && cp -r .gpu/old/looper_cli benchmarks $OLD/
   python3 -c 'import torch, transformers, trl, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "peft", peft.__version__)'
-  timeout 150 python3 benchmarks/bench_engine.py check,attention --attention-shape smol --attention-rows 64 \
+  timeout 150 python3 benchmarks/bench_engine.py check,sdpa${SECTIONS:-} --attention-shape smol --attention-rows 64 \
       --contexts 256,512 --tiles 64,128,256 --out $OUT/check 2>&1 | grep -v '^{' | tee $OUT/check.log
-  for tree in $OLD $PWD; do
+  for tree in ${STEP_TREES:-$OLD $PWD}; do
     name=$([ $tree = $OLD ] && echo before || echo after)
     (cd $tree && timeout 170 python3 benchmarks/bench_engine.py step --step-rows 64 --profile --out $OUT/step-$name) \
         2>&1 | grep -v '^{' | tee $OUT/step-$name.log
@@ -34,4 +36,8 @@ if [ "$phase" = b ]; then
   (cd $OLD && ppo 170 --paths fast --warmup 3 --steps 5 --out $OUT/ppo-before) 2>&1 | tee $OUT/ppo-before.log
   ppo 170 --paths fast --warmup 3 --steps 5 --out $OUT/ppo-after 2>&1 | tee $OUT/ppo-after.log
   ppo 200 --paths trl --steps 3 --out $OUT/ppo-trl 2>&1 | tee $OUT/ppo-trl.log
+fi
+if [ "$phase" = c ]; then  # the 8B shape (random init, EOS 1/100), LoRA r=64, 16 x up to 1,024: engine vs TRL
+  timeout 560 python3 benchmarks/gpu_ppo.py --cases 8b --model $M --data $G/data/gsm8k --paths fast,trl \
+      --budget 540 --child-timeout 270 --out $OUT/ppo-8b 2>&1 | tee $OUT/ppo-8b.log
 fi
