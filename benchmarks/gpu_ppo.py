@@ -104,7 +104,8 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
               for name in ENGINE_PHASES + ("compiled_graphs",)}
     if phases.get("decode_steps"):
         phases["decode_ms_per_step"] = round(1000 * phases["decode_seconds"] / phases["decode_steps"], 3)
-    return dict(**{f"engine_{name}": value for name, value in phases.items()},case=case, path=path, engine=getattr(sampler, "engine_name", None) or "trl-generate",
+    engine_split = {f"engine_{name}": value for name, value in phases.items()}
+    return dict(case=case, path=path, engine=getattr(sampler, "engine_name", None) or "trl-generate",
                 steps=len(timed), warmup_s=round(sum(s for s, _, _ in clock.steps[:args.warmup]), 2),
                 step_s=round(step, 3), generation_s=round(gen, 3), training_s=round(step - gen, 3),
                 generation_share=round(gen / step, 3) if step else None,
@@ -112,7 +113,8 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
                 generation_tokens_per_s=round(tokens / (gen * len(timed)), 1) if gen else None,
                 mean_completion_tokens=round(tokens / max(1, len(timed) * cfg.batch_size), 1),
                 completions_per_step=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-                peak_gpu_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if args.device == "cuda" else None)
+                peak_gpu_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if args.device == "cuda" else None,
+                **engine_split)
 
 
 def load_policy(case: str, args: argparse.Namespace) -> tuple[Any, Any]:

@@ -16,8 +16,8 @@ import contextlib
 import time
 from typing import Any, Iterator, Sequence as Seq
 
-from looper_cli.engine.api import (Completion, TokenizingGenerator, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
-                                   check_engine_config, check_group_fits, completion_from_ids)
+from looper_cli.engine.api import (Completion, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
+                                   TokenizingGenerator, check_engine_config, check_group_fits, completion_from_ids)
 from looper_cli.engine.block_manager import BlockManager
 from looper_cli.engine.llama import is_llama_family, model_type
 from looper_cli.engine.model_runner import ModelRunner

@@ -1,5 +1,6 @@
-"""Runs the model over the paged KV cache: prefill chunks (eager) and decode
-steps (one CUDA-graph replay each, sampling included).
+"""Runs the model over the paged KV cache: prefill chunks and decode steps
+(one CUDA-graph replay each, sampling included). Both run the same pieces
+(llama.py), compiled on a GPU, each from one layer's attention to the next.
 
 The cache is one tensor [layers, 2 (k, v), blocks, block_size, kv_heads,
 head_dim], sized from free GPU memory (or `kv_cache_gib`), never from
@@ -17,10 +18,10 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
-from looper_cli.engine.graphs import capture as capture_graph
 from looper_cli.engine.api import EngineConfig
 from looper_cli.engine.attention import PrefillLayout, decode_attention, prefill_attention, write_kv
 from looper_cli.engine.block_manager import TRASH_BLOCK
+from looper_cli.engine.graphs import capture as capture_graph
 from looper_cli.engine.llama import base_causal_lm, between_layers, compiled, last_layer, pre_attention
 from looper_cli.engine.sampler import sample, token_salts
 from looper_cli.engine.scheduler import Chunk
