@@ -113,7 +113,7 @@ def test_logprobs_equal_transformers_log_softmax(model_and_tokenizer, prompts):
 
 
 def test_engine_choice(model_and_tokenizer):
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     model, tok = model_and_tokenizer
     assert FastGenerator.supports(model)
@@ -123,6 +123,11 @@ def test_engine_choice(model_and_tokenizer):
     assert not FastGenerator.supports(gpt2)
     with pytest.raises(UserError, match="Llama-family"):
         make_generator(gpt2, tok, "fast")
+    odd_heads = LlamaForCausalLM(LlamaConfig(hidden_size=48, intermediate_size=64, num_hidden_layers=1,
+                                             num_attention_heads=2, num_key_value_heads=1, vocab_size=64))
+    assert not FastGenerator.supports(odd_heads)  # head dim 24: the attention kernel needs a power of two
+    with pytest.raises(UserError, match="power-of-two head dimension, not 24"):
+        make_generator(odd_heads, tok, "fast")
 
 
 @pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "up_proj", "o_proj"]])

@@ -188,9 +188,9 @@ class TokenizingGenerator:
 def make_generator(model: Any, tokenizer: Any, engine: Engine = "auto",
                    config: EngineConfig | None = None) -> Generator:
     """`fast` for Llama-family models (on CUDA with `auto`), else transformers."""
-    from looper_cli.engine.llama import is_llama_family
+    from looper_cli.engine.llama import fast_engine_refusal
 
-    if engine == "fast" or (engine == "auto" and is_llama_family(model) and _on_cuda(model)):
+    if engine == "fast" or (engine == "auto" and fast_engine_refusal(model) is None and _on_cuda(model)):
         from looper_cli.engine.generator import FastGenerator
 
         return FastGenerator(model, tokenizer, config or EngineConfig())

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence as Seq
 from looper_cli.engine.api import (Completion, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
                                    TokenizingGenerator, check_engine_config, check_group_fits, completion_from_ids)
 from looper_cli.engine.block_manager import BlockManager
-from looper_cli.engine.llama import is_llama_family, model_type
+from looper_cli.engine.llama import fast_engine_refusal
 from looper_cli.engine.model_runner import ModelRunner
 from looper_cli.engine.scheduler import Round, Scheduler
 from looper_cli.engine.sequence import Group, Sequence, fork, make_group
@@ -28,9 +28,9 @@ from looper_cli.errors import UserError
 
 class FastGenerator(TokenizingGenerator):
     def __init__(self, model: Any, tokenizer: Any, config: EngineConfig | None = None):
-        if not is_llama_family(model):
-            raise UserError(f"--engine fast runs Llama-family models only, not {model_type(model)!r}; "
-                            "use --engine auto or hf")
+        refusal = fast_engine_refusal(model)
+        if refusal:
+            raise UserError(refusal)
         self.model, self.tokenizer = model, tokenizer
         self.config = config or EngineConfig()
         check_engine_config(self.config)
@@ -39,7 +39,7 @@ class FastGenerator(TokenizingGenerator):
 
     @staticmethod
     def supports(model: Any) -> bool:
-        return is_llama_family(model)
+        return fast_engine_refusal(model) is None
 
     def generate_ids(self, prompts: Seq[Seq[int]], cfg: SamplingConfig,
                      on_prompt_done: OnPromptDone | None = None) -> list[list[Completion]]:

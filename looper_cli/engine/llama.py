@@ -9,7 +9,7 @@ torch.compile of each serves every layer and every runner.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,17 @@ def is_llama_family(model: Any) -> bool:
         and not getattr(cfg, "attention_bias", False) and not getattr(cfg, "mlp_bias", False)
         and hasattr(inner, "layers") and hasattr(inner, "rotary_emb") and hasattr(lm, "lm_head")
     )
+
+
+def fast_engine_refusal(model: Any) -> Optional[str]:
+    """Why the fast engine cannot run `model`, in one line (None: it can)."""
+    if not is_llama_family(model):
+        return f"--engine fast runs Llama-family models only, not {model_type(model)!r}; use --engine auto or hf"
+    cfg = base_causal_lm(model).config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    if head_dim & (head_dim - 1):  # the attention kernel's vectors are powers of two long
+        return f"--engine fast needs a power-of-two head dimension, not {head_dim}; use --engine auto or hf"
+    return None
 
 
 def model_type(model: Any) -> str:
