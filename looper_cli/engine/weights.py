@@ -19,7 +19,8 @@ kernels, and their number, not bytes or FLOPs, sets its time. A group with no
 adapter keeps the parameters in place: fusing it would copy the weights.
 
 On a GPU the rebuild is one CUDA graph: eagerly, its few hundred tiny
-kernels took 45 ms of each SmolLM2 ppo step on an H200 (run 17). It reads the adapter
+kernels took 45 ms of each SmolLM2 ppo step on an H200, as a graph 6 ms
+(run 17). It reads the adapter
 and base parameters by address, which the optimizer updates in place; a
 change of address, adapter set, scaling or merge state captures it again.
 """
