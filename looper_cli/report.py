@@ -280,7 +280,8 @@ def _curves_section(stage: str, rows: list[dict[str, Any]], out: Path, files: li
 def _arms_curves_section(runs: dict[str, list[dict[str, Any]]], out: Path, files: list[str]) -> str:
     """Several RL runs on the same axes (one line each), so the arms of an
     ablation are compared step for step; nothing for fewer than two."""
-    drawn = [(key, label) for key, label in ARM_CURVES if sum(any(key in r for r in rows) for rows in runs.values()) > 1]
+    drawn = [(key, label) for key, label in ARM_CURVES
+             if sum(any(key in r for r in rows) for rows in runs.values()) > 1]
     if len(runs) < 2 or not drawn:
         return ""
     plt = _pyplot()

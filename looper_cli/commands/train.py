@@ -8,7 +8,8 @@ from typing import Any, Optional
 import typer
 
 from looper_cli.app import app
-from looper_cli.commands.common import bare_answers_option, config_option, gpu_memory_option, gpus_option, kv_cache_option
+from looper_cli.commands.common import (bare_answers_option, config_option, gpu_memory_option, gpus_option,
+                                        kv_cache_option)
 
 # Options the three training stages share, defined once.
 _RUN = typer.Option(None, "--run", help="Run name: output goes to checkpoints/RUN/STAGE. Default: default.",

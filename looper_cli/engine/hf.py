@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from looper_cli.engine.api import (Completion, TokenizingGenerator, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
-                                   completion_from_ids)
+from looper_cli.engine.api import (Completion, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
+                                   TokenizingGenerator, completion_from_ids)
 
 
 def length_sorted_batches(prompt_lengths: Sequence[int], prompts_per_batch: int) -> list[list[int]]:
