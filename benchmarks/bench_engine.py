@@ -207,6 +207,8 @@ def section_step(args) -> None:
     model = build_llama(args.step_shape, "cuda")
     prompts = random_prompts(max(args.step_rows), 128, 128, model.config.vocab_size, seed=4)
     for lora in (False, True):
+        if str(lora).lower() not in args.step_adapters:
+            continue
         if lora:
             model = get_peft_model(model, LoraConfig(r=args.step_lora_r, lora_alpha=2 * args.step_lora_r,
                                                      target_modules="all-linear"))
@@ -224,6 +226,13 @@ def section_step(args) -> None:
             engine.stats.reset()
             seconds, _ = timed(lambda: engine.generate_ids(prompts[:rows], cfg))
             wall = seconds / max(1, engine.stats.decode_steps) * 1000
+            if args.profile:  # real contexts (128 to 384 positions), host work between rounds
+                steps = engine.stats.decode_steps
+                busy = print_kernels(lambda: engine.generate_ids(prompts[:rows], cfg),
+                                     f"{rows} rows, lora {lora}, a whole generation, per decode step", repeats=steps,
+                                     calls=1)
+                record("step", f"{rows} rows: GPU busy per decode step (whole generation)", busy / 1000, "ms",
+                       f"kernel time of the generation (prefill included) / {steps} decode steps")
             note = f"{args.step_shape} random init, {'LoRA r=%d' % args.step_lora_r if lora else 'no adapter'}"
             record("step", f"{rows} rows: graph replay", replay, "ms", note)
             record("step", f"{rows} rows: wall per decode step", wall, "ms",
@@ -234,15 +243,16 @@ def section_step(args) -> None:
     torch.cuda.empty_cache()
 
 
-def print_kernels(step, label: str, repeats: int = 5) -> None:
+def print_kernels(step, label: str, repeats: int = 5, calls: int | None = None) -> float:
     """The GPU kernels of one `step` (a graph replay), by total time: what a
-    decode step is made of."""
+    decode step is made of. `step` runs `calls` times (default `repeats`),
+    figures are per `repeats`; returns the kernel microseconds per repeat."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(repeats):
+        for _ in range(repeats if calls is None else calls):
             step()
         torch.cuda.synchronize()
     kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA" and e.count]
@@ -251,6 +261,7 @@ def print_kernels(step, label: str, repeats: int = 5) -> None:
     print(f"-- kernels of one decode step ({label}): {count:.0f} kernels, {total:.0f} us of kernel time")
     for e in kernels[:14]:
         print(f"   {e.count / repeats:5.0f} x {e.device_time_total / e.count:7.2f} us  {e.key[:90]}")
+    return total
 
 
 def section_attention(args) -> None:
@@ -373,6 +384,8 @@ def main() -> None:
     parser.add_argument("--step-shape", default="smol")
     parser.add_argument("--step-rows", type=lambda s: [int(x) for x in s.split(",")], default=[64, 512])
     parser.add_argument("--step-lora-r", type=int, default=128)
+    parser.add_argument("--step-adapters", type=lambda s: s.lower().split(","), default=["false", "true"],
+                        help="step: false (no adapter), true (LoRA), or both (false,true)")
     parser.add_argument("--profile", action="store_true", help="step: list the kernels of one decode step")
     parser.add_argument("--model", help="real: a model path or .gguf")
     parser.add_argument("--data", type=Path, help="real: GSM8K train .jsonl (or its folder)")

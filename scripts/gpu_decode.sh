@@ -9,7 +9,9 @@
 #   call b (carry .gpu/gguf_b): bash scripts/gpu_decode.sh b  -> ppo steps on SmolLM2 (64 x 256):
 #          the engine before, after, and TRL's own sampling
 #   call c: bash scripts/gpu_decode.sh c  -> ppo steps on the 8B shape: the engine and TRL's sampling
-# STEP_TREES="" skips call a's decode-step section; SECTIONS=,attention adds the attention one.
+# STEP_TREES="" skips call a's before/after decode steps; STEP_VARIANTS (below) adds runs of this tree
+# under other settings; STEP_ADAPTERS=true measures with the LoRA adapter only; SECTIONS=,attention adds
+# the attention section.
 set -uo pipefail
 phase=$1
 source scripts/gpu_common.sh  # G, M, device_setup, join_gguf
@@ -24,10 +26,17 @@ if [ "$phase" = a ]; then
   python3 -c 'import torch, transformers, trl, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "peft", peft.__version__)'
   timeout 150 python3 benchmarks/bench_engine.py check,sdpa${SECTIONS:-} --attention-shape smol --attention-rows 64 \
       --contexts 256,512 --tiles 64,128,256 --out $OUT/check 2>&1 | grep -v '^{' | tee $OUT/check.log
-  for tree in ${STEP_TREES:-$OLD $PWD}; do
-    name=$([ $tree = $OLD ] && echo before || echo after)
-    (cd $tree && timeout 170 python3 benchmarks/bench_engine.py step --step-rows 64 --profile --out $OUT/step-$name) \
-        2>&1 | grep -v '^{' | tee $OUT/step-$name.log
+  step() {  # $1: tree, $2: name, then VAR=value settings for the run
+    (cd $1 && env "${@:3}" timeout 170 python3 benchmarks/bench_engine.py step --step-rows 64 --profile \
+        --step-adapters ${STEP_ADAPTERS:-false,true} --out $OUT/step-$2) 2>&1 | grep -v '^{' | tee $OUT/step-$2.log
+  }
+  for tree in ${STEP_TREES-$OLD $PWD}; do
+    step $tree $([ $tree = $OLD ] && echo before || echo after)
+  done
+  # STEP_VARIANTS="name:VAR=value,VAR=value ...": this tree again under inductor settings, e.g.
+  # autotune:TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 (Triton GEMM templates with fused epilogues)
+  for variant in ${STEP_VARIANTS:-}; do
+    step $PWD "after-${variant%%:*}" $(tr , ' ' <<< "${variant#*:}")
   done
 fi
 if [ "$phase" = b ]; then

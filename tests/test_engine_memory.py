@@ -84,7 +84,7 @@ def test_scheduler_admits_whole_groups_and_preempts_the_newest():
 
 TRITON_CHECK = """
 import torch
-from looper_cli.engine.attention import paged_decode_reference, paged_decode_triton, write_kv
+from looper_cli.engine.attention import decode_attention, paged_decode_reference, paged_decode_triton, write_kv
 torch.manual_seed(0)
 for heads, kv, dim, block in ((9, 3, 64, 16), (8, 2, 32, 4), (4, 4, 16, 32)):
     rows, blocks = 6, 48
@@ -111,6 +111,18 @@ for heads, kv, dim, block in ((9, 3, 64, 16), (8, 2, 32, 4), (4, 4, 16, 32)):
     assert (got - want).abs().max() < 1e-4, ("new", heads, kv, dim, block, (got - want).abs().max())
     assert torch.equal(k[1:], want_k[1:]) and torch.equal(v[1:], want_v[1:])  # block 0 is the trash block
     assert got[0].abs().max() == 0
+    # ... with rope: q and the new key come unrotated (q strided, as split from a fused projection), the
+    # kernel rotates both, and the cache holds the rotated key, as decode_attention's torch path does.
+    q_strided = torch.randn(rows, heads + 1, dim)[:, :heads]
+    angles = torch.randn(rows, 1, dim // 2)
+    cos, sin = torch.cat([angles.cos()] * 2, dim=-1), torch.cat([angles.sin()] * 2, dim=-1)
+    want_k, want_v = k.clone(), v.clone()
+    want = decode_attention(q_strided, k_new, v_new, want_k, want_v, slots, tables, lens, dim ** -0.5, (cos, sin))
+    got_k, got_v = k.clone(), v.clone()
+    got = paged_decode_triton(q_strided, got_k, got_v, tables, lens, dim ** -0.5, (k_new, v_new, slots),
+                              rope=(cos, sin))
+    assert (got - want).abs().max() < 1e-4, ("rope", heads, kv, dim, block, (got - want).abs().max())
+    assert (got_k - want_k).abs().max() < 1e-5 and torch.equal(got_v, want_v)
 print("ok")
 """
 

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from looper_cli.engine.llama import rotate
+
 try:  # Triton comes with CUDA builds of torch; the CPU path never needs it
     import triton
     import triton.language as tl
@@ -43,15 +45,20 @@ def write_kv(cache_k: torch.Tensor, cache_v: torch.Tensor, slots: torch.Tensor,
 
 def decode_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, cache_k: torch.Tensor,
                      cache_v: torch.Tensor, slots: torch.Tensor, block_tables: torch.Tensor,
-                     context_lens: torch.Tensor, scale: float) -> torch.Tensor:
+                     context_lens: torch.Tensor, scale: float,
+                     rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """One decode step's attention: store the fed token's k_new, v_new
     [rows, kv_heads, d] at cache `slots` [rows], then q [rows, heads, d] ->
     [rows, heads, d], row r attending to its first context_lens[r] positions,
-    the fed token last (0: output zeros). On CUDA one kernel does both: it
-    uses the new key and value from registers and stores them, so a layer
-    runs no separate cache-write kernels."""
+    the fed token last (0: output zeros). With `rope` = (cos, sin) [rows, 1, d],
+    q and k_new are rotated first. On CUDA one kernel does all of it: it
+    rotates q and the new key, uses the new key and value from registers and
+    stores them, so a layer runs no separate rope or cache-write kernels."""
     if q.is_cuda and triton is not None:
-        return paged_decode_triton(q, cache_k, cache_v, block_tables, context_lens, scale, (k_new, v_new, slots))
+        return paged_decode_triton(q, cache_k, cache_v, block_tables, context_lens, scale, (k_new, v_new, slots),
+                                   rope=rope)
+    if rope is not None:
+        q, k_new = rotate(q, *rope), rotate(k_new, *rope)
     write_kv(cache_k, cache_v, slots, k_new, v_new)
     return paged_decode_reference(q, cache_k, cache_v, block_tables, context_lens, scale)
 
@@ -83,11 +90,13 @@ def paged_decode_reference(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torc
 def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
                         block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
                         new: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-                        tile: Optional[int] = None) -> torch.Tensor:
+                        tile: Optional[int] = None,
+                        rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """The kernel's launch. With `new` = (k_new, v_new, slots) the last of a
     row's context_lens positions is the fed token: its key and value come
     from k_new / v_new and are stored at slots; without, every position is
-    read from the cache."""
+    read from the cache. With `rope` = (cos, sin) [rows, 1, d] (decode mode
+    only) q and k_new come unrotated and the kernel rotates them."""
     rows, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = cache_k.shape
     group = heads // kv_heads
@@ -96,26 +105,39 @@ def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.T
     # Each iteration waits on its loads, so a small head dim takes more keys a step.
     tile = tile or max(block_size, 8192 // head_dim)
     k_new, v_new, slots = new if new is not None else (q, q, context_lens)  # unread placeholders
-    k_new, v_new = (t if t.stride(-1) == 1 else t.contiguous() for t in (k_new, v_new))  # the kernel's layout
+    k_new, v_new, q = (t if t.stride(-1) == 1 else t.contiguous() for t in (k_new, v_new, q))  # the kernel's layout
+    if rope is not None and new is None:
+        raise ValueError("rope is applied in decode mode only (with the new keys and values)")
+    cos, sin = (t.reshape(rows, head_dim) for t in rope) if rope is not None else (q, q)  # unread placeholders
     _paged_decode_kernel[(rows, kv_heads)](
-        q, cache_k, cache_v, out, block_tables, context_lens, scale, k_new, v_new, slots,
+        q, cache_k, cache_v, out, block_tables, context_lens, scale, k_new, v_new, slots, cos, sin,
         q.stride(0), q.stride(1), cache_k.stride(0), cache_k.stride(1), cache_k.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
-        k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1),
+        k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), cos.stride(0), sin.stride(0),
         BLOCK_SIZE=block_size, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=head_dim, TILE=tile, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        HAS_NEW=new is not None, num_warps=4, num_stages=2)
+        HAS_NEW=new is not None, ROPE=rope is not None, num_warps=4, num_stages=2)
     return out
 
 
 if triton is not None:
     @triton.jit
-    def _paged_decode_kernel(Q, K, V, Out, Tables, Lens, scale, KNew, VNew, Slots,
+    def _rotated(base, dims, swapped, sign, cos, sin, mask):
+        """Rope of the vectors at base + dims: x * cos + rotate_half(x) * sin,
+        where rotate_half(x)[i] = sign[i] * x[swapped[i]], in float32 and
+        rounded once to x's type (as the compiled rope it replaces)."""
+        x = tl.load(base + dims, mask=mask, other=0.0)
+        half = tl.load(base + swapped, mask=mask, other=0.0)
+        return (x.to(tl.float32) * cos + half.to(tl.float32) * sign * sin).to(x.dtype)
+
+    @triton.jit
+    def _paged_decode_kernel(Q, K, V, Out, Tables, Lens, scale, KNew, VNew, Slots, Cos, Sin,
                              stride_qr, stride_qh, stride_kb, stride_ks, stride_kh,
                              stride_tr, stride_or, stride_oh, stride_knr, stride_knh, stride_vnr, stride_vnh,
+                             stride_cr, stride_sr,
                              BLOCK_SIZE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
                              HEAD_DIM: tl.constexpr, TILE: tl.constexpr, PRECISION: tl.constexpr,
-                             HAS_NEW: tl.constexpr):
+                             HAS_NEW: tl.constexpr, ROPE: tl.constexpr):
         """One program per (row, KV head): the GROUP query heads of that KV
         head against the row's keys, TILE at a time, with an online softmax.
         float32 models multiply in full precision ("ieee"): tf32 changed one
@@ -123,21 +145,37 @@ if triton is not None:
         With HAS_NEW the fed token (the row's last position) is not read
         back: its key and value are stored at the row's slot and joined to
         the softmax from registers. The loop never reads that slot, and no
-        other row owns it (a decode row writes into a private block)."""
+        other row owns it (a decode row writes into a private block).
+        With ROPE (decode mode) q and the new key are rotated here: a layer's
+        rope costs no kernel of its own."""
         row = tl.program_id(0)
         kv_head = tl.program_id(1)
         length = tl.load(Lens + row)
         heads = tl.arange(0, GROUP_PAD)
         dims = tl.arange(0, HEAD_DIM)
         head_ok = heads < GROUP
-        q_ptr = Q + row * stride_qr + (kv_head * GROUP + heads)[:, None] * stride_qh + dims[None, :]
-        q = tl.load(q_ptr, mask=head_ok[:, None], other=0.0)
+        q_rows = Q + row * stride_qr + (kv_head * GROUP + heads)[:, None] * stride_qh
+        swapped = (dims + HEAD_DIM // 2) % HEAD_DIM
+        sign = tl.where(dims < HEAD_DIM // 2, -1.0, 1.0)
+        if ROPE:
+            cos = tl.load(Cos + row * stride_cr + dims).to(tl.float32)
+            sin = tl.load(Sin + row * stride_sr + dims).to(tl.float32)
+            q = _rotated(q_rows, dims[None, :], swapped[None, :], sign[None, :], cos[None, :], sin[None, :],
+                         head_ok[:, None])
+        else:
+            q = tl.load(q_rows + dims[None, :], mask=head_ok[:, None], other=0.0)
         best = tl.full([GROUP_PAD], float("-inf"), tl.float32)
         total = tl.zeros([GROUP_PAD], tl.float32)
         acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
         cached = length
         if HAS_NEW:
-            k_new = tl.load(KNew + row * stride_knr + kv_head * stride_knh + dims)
+            k_row = KNew + row * stride_knr + kv_head * stride_knh
+            if ROPE:
+                cos = tl.load(Cos + row * stride_cr + dims).to(tl.float32)
+                sin = tl.load(Sin + row * stride_sr + dims).to(tl.float32)
+                k_new = _rotated(k_row, dims, swapped, sign, cos, sin, dims < HEAD_DIM)
+            else:
+                k_new = tl.load(k_row + dims)
             v_new = tl.load(VNew + row * stride_vnr + kv_head * stride_vnh + dims)
             slot = tl.load(Slots + row)
             at = (slot // BLOCK_SIZE) * stride_kb + (slot % BLOCK_SIZE) * stride_ks + kv_head * stride_kh

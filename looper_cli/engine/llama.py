@@ -64,27 +64,39 @@ def project(h: torch.Tensor, weights: tuple[torch.Tensor, ...], sizes: tuple[int
     return tuple(F.linear(h, w) for w in weights)
 
 
-def pre_attention(norm: Any, x: torch.Tensor, w_qkv: tuple[torch.Tensor, ...], cos: torch.Tensor,
-                  sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int):
+def pre_attention(norm: Any, x: torch.Tensor, w_qkv: tuple[torch.Tensor, ...], cos: Optional[torch.Tensor],
+                  sin: Optional[torch.Tensor], heads: int, kv_heads: int, head_dim: int):
     """Norm, q/k/v projections and rope: x [tokens, hidden] ->
-    q [tokens, heads, d], k, v [tokens, kv_heads, d]; cos/sin [tokens, 1, d]."""
+    q [tokens, heads, d], k, v [tokens, kv_heads, d]; cos/sin [tokens, 1, d],
+    or None to leave q and k unrotated (decode: the attention kernel rotates)."""
     tokens = x.shape[0]
     q, k, v = project(norm(x), w_qkv, (heads * head_dim, kv_heads * head_dim, kv_heads * head_dim))
     q, k = q.reshape(tokens, heads, head_dim), k.reshape(tokens, kv_heads, head_dim)
-    return rotate(q, cos, sin), rotate(k, cos, sin), v.reshape(tokens, kv_heads, head_dim)
+    if cos is not None:
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+    return q, k, v.reshape(tokens, kv_heads, head_dim)
 
 
 def finish_layer(norm: Any, act: Any, x: torch.Tensor, attn: torch.Tensor, wo: torch.Tensor,
                  w_gate_up: tuple[torch.Tensor, ...], w_down: torch.Tensor) -> torch.Tensor:
     """o_proj, residual, the gated MLP, residual; attn is [tokens, heads, d]."""
-    x = x + F.linear(attn.reshape(x.shape[0], -1), wo)
+    x = x + residual_branch(attn.reshape(x.shape[0], -1), wo)
     h = norm(x)
     gate, up = project(h, w_gate_up, (w_down.shape[1], w_down.shape[1]))
-    return x + F.linear(act(gate) * up, w_down)
+    return x + residual_branch(act(gate) * up, w_down)
 
 
-def between_layers(finish: tuple[Any, ...], norm: Any, w_qkv: tuple[torch.Tensor, ...], cos: torch.Tensor,
-                   sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int):
+def residual_branch(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """F.linear(h, weight) [tokens, out], through a 3-d view. Why: inductor
+    rewrites `x + mm(h, w)` as cuBLAS addmm, which first copies x into its
+    output (two copy kernels a layer) and rounds once where transformers
+    rounds the product and then the sum. Behind the view the add stays a
+    pointwise op, which joins the next RMSNorm's kernel."""
+    return F.linear(h[None], weight)[0]
+
+
+def between_layers(finish: tuple[Any, ...], norm: Any, w_qkv: tuple[torch.Tensor, ...], cos: Optional[torch.Tensor],
+                   sin: Optional[torch.Tensor], heads: int, kv_heads: int, head_dim: int):
     """Layer n after its attention, then layer n + 1 up to its attention, in
     one piece: compiled together, the residual add and the next norm are one
     kernel. `finish` is finish_layer's arguments. Returns x, q, k, v."""

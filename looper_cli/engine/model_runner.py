@@ -217,11 +217,12 @@ class ModelRunner:
                             device=device, dtype=torch.long)
         return self.head(hidden[ends]).float()
 
-    def _layers(self, pieces: "Pieces", x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    def _layers(self, pieces: "Pieces", x: torch.Tensor, cos: Optional[torch.Tensor], sin: Optional[torch.Tensor],
                 attend: Any) -> torch.Tensor:
         """Every decoder layer, with `attend(n, q, k, v)` as layer n's
         attention (which also stores k, v); returns the final-normed hidden
-        states. Each piece runs from one attention to the next."""
+        states. Each piece runs from one attention to the next, and rotates
+        q and k unless cos/sin are None (then `attend` does)."""
         dims = (self.heads, self.kv_heads, self.head_dim)
         q, k, v = pieces.pre(self.layers[0].input_layernorm, x, self.weights.layers[0].qkv, cos, sin, *dims)
         last = len(self.layers) - 1
@@ -323,9 +324,11 @@ class ModelRunner:
                                                     self.block_size)
 
         def attend(n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return decode_attention(q, k, v, self.cache[n, 0], self.cache[n, 1], slots, tables, context, self.scale)
+            return decode_attention(q, k, v, self.cache[n, 0], self.cache[n, 1], slots, tables, context, self.scale,
+                                    rope=(cos, sin))
 
-        logits = self.head(self._layers(pieces, self.embed(inputs.tokens[:rows]), cos, sin, attend)).float()
+        # No cos/sin for the pieces: the attention kernel applies rope (one kernel a layer fewer).
+        logits = self.head(self._layers(pieces, self.embed(inputs.tokens[:rows]), None, None, attend)).float()
         token, logprob = self._sample(logits, inputs.temperature[:rows], inputs.top_p[:rows],
                                       inputs.keys[:rows], positions, self.salts, top_p)
         inputs.tokens[:rows].copy_(token)
