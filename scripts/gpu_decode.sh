@@ -24,7 +24,7 @@ if [ "$phase" = a ]; then
   device_setup || exit 1
   rm -rf $OLD && mkdir -p $OLD && cp -r .gpu/old/looper_cli benchmarks $OLD/
   python3 -c 'import torch, transformers, trl, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "peft", peft.__version__)'
-  timeout 150 python3 benchmarks/bench_engine.py check,sdpa${SECTIONS:-} --attention-shape smol --attention-rows 64 \
+  timeout 150 python3 benchmarks/bench_engine.py ${CHECKS:-check,sdpa}${SECTIONS:-} --attention-shape smol --attention-rows 64 \
       --contexts 256,512 --tiles 64,128,256 --out $OUT/check 2>&1 | grep -v '^{' | tee $OUT/check.log
   step() {  # $1: tree, $2: name, then VAR=value settings for the run
     (cd $1 && env "${@:3}" timeout 170 python3 benchmarks/bench_engine.py step --step-rows 64 --profile \
