@@ -15,8 +15,9 @@ Sections:
              layers) equals transformers' greedy, also with a cache so small
              that sequences are preempted, and with a LoRA adapter before and
              after an in-place update; samples do not depend on the cache.
-  attention  one decode attention call (--attention-shape 8b or smol): our Triton
-             kernel by --tiles vs gathering each row's blocks + SDPA (torch), by context.
+  attention  one decode attention call (--attention-shape 8b or smol), in a CUDA graph: our
+             Triton kernel by --tiles, unsplit and split, vs gathering each row's blocks +
+             SDPA (torch), by context.
   sdpa       prefill attention's first call at a new shape: torch's default backends
              vs the engine's (cuDNN excluded).
   rollout    8B shape, random init; a bias on the EOS logit (calibrated so a
@@ -265,12 +266,15 @@ def print_kernels(step, label: str, repeats: int = 5, calls: int | None = None) 
 
 
 def section_attention(args) -> None:
+    """One decode attention call (bf16, random cache) as a decode step runs it: inside a CUDA graph
+    (a launch from Python costs more than the kernel), timed per call over 30 calls a replay. The
+    kernel by --tiles, one program per (row, KV head) against the default split of each row's
+    context over several programs; the torch gather + SDPA for scale."""
     import torch
-    import triton.testing
 
-    from looper_cli.engine.attention import paged_decode_reference, paged_decode_triton
+    from looper_cli.engine.attention import context_splits, paged_decode_reference, paged_decode_triton
 
-    rows, block = args.attention_rows, 16
+    rows, block, calls = args.attention_rows, 16, 30
     heads, kv, dim = ATTENTION_SHAPES[args.attention_shape]
     for context in args.contexts:
         width = -(-context // block)
@@ -280,18 +284,33 @@ def section_attention(args) -> None:
         v = torch.randn_like(k)
         tables = (torch.randperm(blocks - 1, device="cuda")[:rows * width] + 1).reshape(rows, width).int()
         lens = torch.randint(context // 2, context + 1, (rows,), device="cuda", dtype=torch.int32)
-        error = (paged_decode_triton(q, k, v, tables, lens, dim ** -0.5).float()
-                 - paged_decode_reference(q, k, v, tables, lens, dim ** -0.5).float()).abs().max().item()
+        want = paged_decode_reference(q, k, v, tables, lens, dim ** -0.5).float()
         kv_bytes = 2 * int(lens.sum()) * kv * dim * 2
-        note = (f"{rows} rows, {heads} heads / {kv} kv, d {dim}, contexts U[{context // 2}, {context}]; "
-                f"max |diff| {error:.1e}")
-        kernels = [(f"triton paged kernel, tile {t}", partial(paged_decode_triton, tile=t)) for t in args.tiles]
+        note = f"{rows} rows, {heads} heads / {kv} kv, d {dim}, contexts U[{context // 2}, {context}]"
+        kernels = []
+        for tile in args.tiles:
+            auto = context_splits(rows * kv, width * block, tile, q.device)
+            for splits in sorted({1, auto}):
+                kernels.append((f"triton paged kernel, tile {tile}, {splits} split(s)",
+                                partial(paged_decode_triton, tile=tile, splits=splits)))
         for name, fn in kernels + [("gather + SDPA", paged_decode_reference)]:
-            ms = triton.testing.do_bench(lambda: fn(q, k, v, tables, lens, dim ** -0.5), return_mode="median")
+            error = (fn(q, k, v, tables, lens, dim ** -0.5).float() - want).abs().max().item()
+            ms = in_graph_ms(lambda: fn(q, k, v, tables, lens, dim ** -0.5), calls)
             record("attention", f"{name}, context {context}", ms * 1000, "us",
-                   f"{note}; {kv_bytes / ms / 1e9:.2f} TB/s of KV read")
+                   f"{note}; {kv_bytes / ms / 1e9:.2f} TB/s of KV read; max |diff| {error:.1e}; in a CUDA graph")
         del q, k, v
         torch.cuda.empty_cache()
+
+
+def in_graph_ms(fn, calls: int) -> float:
+    """Milliseconds per call of `fn` replayed inside one CUDA graph of `calls` calls."""
+    import torch
+    import triton.testing
+
+    from looper_cli.engine.graphs import capture
+
+    graph = capture(lambda: [fn() for _ in range(calls)])
+    return triton.testing.do_bench(graph.replay, return_mode="median") / calls
 
 
 def section_sdpa(args) -> None:
