@@ -16,8 +16,8 @@ Sections:
              that sequences are preempted, and with a LoRA adapter before and
              after an in-place update; samples do not depend on the cache.
   attention  one decode attention call (--attention-shape 8b or smol), in a CUDA graph: our
-             Triton kernel by --tiles, unsplit and split, vs gathering each row's blocks +
-             SDPA (torch), by context.
+             Triton kernel by --tiles and --warps, by context (checked against the torch
+             gather + SDPA).
   sdpa       prefill attention's first call at a new shape: torch's default backends
              vs the engine's (cuDNN excluded).
   rollout    8B shape, random init; a bias on the EOS logit (calibrated so a
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -266,13 +265,15 @@ def print_kernels(step, label: str, repeats: int = 5, calls: int | None = None) 
 
 
 def section_attention(args) -> None:
-    """One decode attention call (bf16, random cache) as a decode step runs it: inside a CUDA graph
-    (a launch from Python costs more than the kernel), timed per call over 30 calls a replay. The
-    kernel by --tiles, one program per (row, KV head) against the default split of each row's
-    context over several programs; the torch gather + SDPA for scale."""
+    """One decode attention call (bf16, random cache) as a decode step runs it: in decode mode (the
+    fed token's key and value stored by the kernel, rope applied in it), inside a CUDA graph (a
+    launch from Python costs more than the kernel), timed per call over 30 calls a replay, by
+    --tiles and --warps; each checked against rope + write_kv + the torch gather + SDPA (which
+    syncs with the host, so it cannot be captured: run 17 measured it at 360 us for 64 rows)."""
     import torch
 
-    from looper_cli.engine.attention import context_splits, paged_decode_reference, paged_decode_triton
+    from looper_cli.engine.attention import paged_decode_reference, paged_decode_triton, write_kv
+    from looper_cli.engine.llama import rotate
 
     rows, block, calls = args.attention_rows, 16, 30
     heads, kv, dim = ATTENTION_SHAPES[args.attention_shape]
@@ -284,27 +285,33 @@ def section_attention(args) -> None:
         v = torch.randn_like(k)
         tables = (torch.randperm(blocks - 1, device="cuda")[:rows * width] + 1).reshape(rows, width).int()
         lens = torch.randint(context // 2, context + 1, (rows,), device="cuda", dtype=torch.int32)
-        want = paged_decode_reference(q, k, v, tables, lens, dim ** -0.5).float()
+        at = (lens - 1).long()
+        slots = tables.gather(1, (at // block)[:, None]).squeeze(1).long() * block + at % block
+        k_new, v_new = torch.randn(2, rows, kv, dim, device="cuda", dtype=torch.bfloat16)
+        angles = torch.randn(rows, 1, dim // 2, device="cuda")
+        rope = tuple(torch.cat([f(angles)] * 2, dim=-1).to(torch.bfloat16) for f in (torch.cos, torch.sin))
+        want_k, want_v = k.clone(), v.clone()
+        write_kv(want_k, want_v, slots, rotate(k_new, *rope), v_new)
+        want = paged_decode_reference(rotate(q, *rope), want_k, want_v, tables, lens, dim ** -0.5).float()
         kv_bytes = 2 * int(lens.sum()) * kv * dim * 2
         note = f"{rows} rows, {heads} heads / {kv} kv, d {dim}, contexts U[{context // 2}, {context}]"
-        kernels = []
         for tile in args.tiles:
-            auto = context_splits(rows * kv, width * block, tile, q.device)
-            for splits in sorted({1, auto}):
-                kernels.append((f"triton paged kernel, tile {tile}, {splits} split(s)",
-                                partial(paged_decode_triton, tile=tile, splits=splits)))
-        for name, fn in kernels + [("gather + SDPA", paged_decode_reference)]:
-            error = (fn(q, k, v, tables, lens, dim ** -0.5).float() - want).abs().max().item()
-            ms = in_graph_ms(lambda: fn(q, k, v, tables, lens, dim ** -0.5), calls)
-            record("attention", f"{name}, context {context}", ms * 1000, "us",
-                   f"{note}; {kv_bytes / ms / 1e9:.2f} TB/s of KV read; max |diff| {error:.1e}; in a CUDA graph")
+            for warps in args.warps:
+                def attend():
+                    return paged_decode_triton(q, k, v, tables, lens, dim ** -0.5, (k_new, v_new, slots), tile=tile,
+                                               rope=rope, warps=warps)
+
+                error = (attend().float() - want).abs().max().item()
+                ms = in_graph_ms(attend, calls)
+                record("attention", f"triton paged kernel, tile {tile}, {warps} warps, context {context}",
+                       ms * 1000, "us", f"{note}; {kv_bytes / ms / 1e9:.2f} TB/s of KV read; max |diff| "
+                       f"{error:.1e}; decode mode, in a CUDA graph")
         del q, k, v
         torch.cuda.empty_cache()
 
 
 def in_graph_ms(fn, calls: int) -> float:
     """Milliseconds per call of `fn` replayed inside one CUDA graph of `calls` calls."""
-    import torch
     import triton.testing
 
     from looper_cli.engine.graphs import capture
@@ -400,6 +407,8 @@ def main() -> None:
     parser.add_argument("--contexts", type=lambda s: [int(x) for x in s.split(",")], default=[256, 1024, 4096])
     parser.add_argument("--tiles", type=lambda s: [int(x) for x in s.split(",")], default=[64],
                         help="attention: keys per loop iteration of the Triton kernel")
+    parser.add_argument("--warps", type=lambda s: [int(x) for x in s.split(",")], default=[4],
+                        help="attention: warps per program of the Triton kernel")
     parser.add_argument("--step-shape", default="smol")
     parser.add_argument("--step-rows", type=lambda s: [int(x) for x in s.split(",")], default=[64, 512])
     parser.add_argument("--step-lora-r", type=int, default=128)

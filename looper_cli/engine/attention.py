@@ -91,17 +91,15 @@ def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.T
                         block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
                         new: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
                         tile: Optional[int] = None,
-                        rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                        splits: Optional[int] = None) -> torch.Tensor:
+                        rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None, warps: int = 4) -> torch.Tensor:
     """The kernel's launch. With `new` = (k_new, v_new, slots) the last of a
     row's context_lens positions is the fed token: its key and value come
     from k_new / v_new and are stored at slots; without, every position is
     read from the cache. With `rope` = (cos, sin) [rows, 1, d] (decode mode
-    only) q and k_new come unrotated and the kernel rotates them. `splits`
-    programs share each (row, KV head)'s context (default: `context_splits`)."""
+    only) q and k_new come unrotated and the kernel rotates them."""
     rows, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = cache_k.shape
-    group, group_pad = heads // kv_heads, max(16, triton.next_power_of_2(heads // kv_heads))
+    group = heads // kv_heads
     out = torch.empty_like(q)
     # Keys per loop iteration: 16 KiB of keys (64 at head_dim 128, 128 at 64), and at least a block.
     # Each iteration waits on its loads, so a small head dim takes more keys a step.
@@ -111,63 +109,15 @@ def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.T
     if rope is not None and new is None:
         raise ValueError("rope is applied in decode mode only (with the new keys and values)")
     cos, sin = (t.reshape(rows, head_dim) for t in rope) if rope is not None else (q, q)  # unread placeholders
-    if splits is None:
-        splits = context_splits(rows * kv_heads, block_tables.shape[1] * block_size, tile, q.device)
-    partial_acc = partial_stats = arrivals = out  # unread placeholders without splits
-    if splits > 1:  # each split's softmax state, and per (row, KV head) how many splits have written theirs
-        partial_acc = q.new_empty((rows * kv_heads * splits, group_pad, head_dim), dtype=torch.float32)
-        partial_stats = q.new_empty((rows * kv_heads * splits, 2, group_pad), dtype=torch.float32)
-        arrivals = arrival_counters(rows * kv_heads, q.device)
-    _paged_decode_kernel[(rows, kv_heads, splits)](
+    _paged_decode_kernel[(rows, kv_heads)](
         q, cache_k, cache_v, out, block_tables, context_lens, scale, k_new, v_new, slots, cos, sin,
-        partial_acc, partial_stats, arrivals,
         q.stride(0), q.stride(1), cache_k.stride(0), cache_k.stride(1), cache_k.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), cos.stride(0), sin.stride(0),
-        BLOCK_SIZE=block_size, GROUP=group, GROUP_PAD=group_pad,
+        BLOCK_SIZE=block_size, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=head_dim, TILE=tile, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        HAS_NEW=new is not None, ROPE=rope is not None, SPLITS=splits, num_warps=4, num_stages=2)
+        HAS_NEW=new is not None, ROPE=rope is not None, num_warps=warps, num_stages=2)
     return out
-
-
-# Programs a decode attention call aims for per streaming multiprocessor: at 64 rows and 3 KV heads
-# (SmolLM2 in ppo) one program per (row, KV head) left most SMs with one program, each looping over
-# its context one dependent load after another: 9.6 us a layer with 128-384 positions (run 18).
-PROGRAMS_PER_SM = 4
-MAX_SPLITS = 8
-
-
-def context_splits(pairs: int, max_context: int, tile: int, device: torch.device) -> int:
-    """How many programs share a (row, KV head): enough that `pairs` of them
-    fill the GPU, never more than the table's tiles (a split with no tile
-    idles), 1 when the pairs alone fill it (no partial state to combine)."""
-    if device.type != "cuda":
-        return 1
-    wanted = -(-PROGRAMS_PER_SM * _multiprocessors(device) // pairs)
-    return max(1, min(wanted, MAX_SPLITS, -(-max_context // tile)))
-
-
-_SM_COUNTS: dict[int, int] = {}
-_ARRIVALS: dict[tuple[str, Optional[int]], torch.Tensor] = {}
-
-
-def _multiprocessors(device: torch.device) -> int:
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SM_COUNTS:
-        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return _SM_COUNTS[index]
-
-
-def arrival_counters(count: int, device: torch.device) -> torch.Tensor:
-    """Zeroed int32 counters, one per (row, KV head), kept for the process:
-    the kernel's last split of a pair sets its counter back to 0, so every
-    call (and every CUDA-graph replay) finds them zero without a memset."""
-    key = (device.type, device.index)
-    counters = _ARRIVALS.get(key)
-    if counters is None or counters.numel() < count:
-        counters = torch.zeros(max(count, 1 << 16), dtype=torch.int32, device=device)
-        _ARRIVALS[key] = counters
-    return counters
 
 
 if triton is not None:
@@ -181,38 +131,25 @@ if triton is not None:
         return (x.to(tl.float32) * cos + half.to(tl.float32) * sign * sin).to(x.dtype)
 
     @triton.jit
-    def _merged(best, total, acc, other_best, other_total, other_acc):
-        """Two online-softmax states as one (an empty one has best -inf)."""
-        new_best = tl.maximum(best, other_best)
-        shift = tl.where(new_best == float("-inf"), 0.0, new_best)
-        mine, theirs = tl.exp(best - shift), tl.exp(other_best - shift)
-        return new_best, total * mine + other_total * theirs, acc * mine[:, None] + other_acc * theirs[:, None]
-
-    @triton.jit
     def _paged_decode_kernel(Q, K, V, Out, Tables, Lens, scale, KNew, VNew, Slots, Cos, Sin,
-                             PartAcc, PartStats, Arrivals,
                              stride_qr, stride_qh, stride_kb, stride_ks, stride_kh,
                              stride_tr, stride_or, stride_oh, stride_knr, stride_knh, stride_vnr, stride_vnh,
                              stride_cr, stride_sr,
                              BLOCK_SIZE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
                              HEAD_DIM: tl.constexpr, TILE: tl.constexpr, PRECISION: tl.constexpr,
-                             HAS_NEW: tl.constexpr, ROPE: tl.constexpr, SPLITS: tl.constexpr):
-        """Programs (row, KV head, split): the GROUP query heads of that KV
-        head against every SPLITS-th TILE of the row's keys, with an online
-        softmax. float32 models multiply in full precision ("ieee"): tf32
-        changed one greedy sequence in 24 against transformers on an H200.
-        With SPLITS > 1 each split writes its softmax state, and the split
-        that finishes last for the pair merges them (arrival counter) and
-        writes the output: one kernel, whatever the split.
+                             HAS_NEW: tl.constexpr, ROPE: tl.constexpr):
+        """One program per (row, KV head): the GROUP query heads of that KV
+        head against the row's keys, TILE at a time, with an online softmax.
+        float32 models multiply in full precision ("ieee"): tf32 changed one
+        greedy sequence in 24 against transformers on an H200.
         With HAS_NEW the fed token (the row's last position) is not read
-        back: its key and value are stored at the row's slot (by split 0)
-        and joined to the softmax from registers. The loop never reads that
-        slot, and no other row owns it (a decode row writes into a private
-        block). With ROPE (decode mode) q and the new key are rotated here:
-        a layer's rope costs no kernel of its own."""
+        back: its key and value are stored at the row's slot and joined to
+        the softmax from registers. The loop never reads that slot, and no
+        other row owns it (a decode row writes into a private block).
+        With ROPE (decode mode) q and the new key are rotated here: a layer's
+        rope costs no kernel of its own."""
         row = tl.program_id(0)
         kv_head = tl.program_id(1)
-        split = tl.program_id(2)
         length = tl.load(Lens + row)
         heads = tl.arange(0, GROUP_PAD)
         dims = tl.arange(0, HEAD_DIM)
@@ -231,8 +168,6 @@ if triton is not None:
         total = tl.zeros([GROUP_PAD], tl.float32)
         acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
         cached = length
-        k_new = tl.zeros([HEAD_DIM], Q.dtype.element_ty)
-        v_new = tl.zeros([HEAD_DIM], Q.dtype.element_ty)
         if HAS_NEW:
             k_row = KNew + row * stride_knr + kv_head * stride_knh
             if ROPE:
@@ -244,11 +179,10 @@ if triton is not None:
             v_new = tl.load(VNew + row * stride_vnr + kv_head * stride_vnh + dims)
             slot = tl.load(Slots + row)
             at = (slot // BLOCK_SIZE) * stride_kb + (slot % BLOCK_SIZE) * stride_ks + kv_head * stride_kh
-            first = dims < tl.where(split == 0, HEAD_DIM, 0)  # only split 0 stores
-            tl.store(K + at + dims, k_new, mask=first)
-            tl.store(V + at + dims, v_new, mask=first)
+            tl.store(K + at + dims, k_new)
+            tl.store(V + at + dims, v_new)
             cached = tl.maximum(length - 1, 0)
-        for start in range(split * TILE, cached, SPLITS * TILE):
+        for start in range(0, cached, TILE):
             pos = start + tl.arange(0, TILE)
             in_row = pos < cached
             block = tl.load(Tables + row * stride_tr + pos // BLOCK_SIZE, mask=in_row, other=0)
@@ -263,36 +197,6 @@ if triton is not None:
             total = total * rescale + tl.sum(weights, axis=1)
             acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
             best = new_best
-        o_ptr = Out + row * stride_or + (kv_head * GROUP + heads)[:, None] * stride_oh + dims[None, :]
-        if SPLITS == 1:
-            _finish(best, total, acc, q, k_new, v_new, length, scale, o_ptr, head_ok, HAS_NEW)
-        else:
-            pair = row * tl.num_programs(1) + kv_head
-            mine = pair * SPLITS + split
-            tl.store(PartAcc + (mine * GROUP_PAD + heads)[:, None] * HEAD_DIM + dims[None, :], acc)
-            tl.store(PartStats + mine * 2 * GROUP_PAD + heads, best)
-            tl.store(PartStats + (mine * 2 + 1) * GROUP_PAD + heads, total)
-            # Release: the stores above are visible to whoever sees this increment (acquire).
-            arrived = tl.atomic_add(Arrivals + pair, 1, sem="acq_rel")
-            if arrived == SPLITS - 1:
-                tl.atomic_xchg(Arrivals + pair, 0)  # ready for the next call
-                best = tl.full([GROUP_PAD], float("-inf"), tl.float32)
-                total = tl.zeros([GROUP_PAD], tl.float32)
-                acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-                for other in tl.static_range(SPLITS):
-                    theirs = pair * SPLITS + other
-                    # .cg: from L2, where the other programs' stores are, never a stale L1 line.
-                    their_acc = tl.load(PartAcc + (theirs * GROUP_PAD + heads)[:, None] * HEAD_DIM + dims[None, :],
-                                        cache_modifier=".cg")
-                    their_best = tl.load(PartStats + theirs * 2 * GROUP_PAD + heads, cache_modifier=".cg")
-                    their_total = tl.load(PartStats + (theirs * 2 + 1) * GROUP_PAD + heads, cache_modifier=".cg")
-                    best, total, acc = _merged(best, total, acc, their_best, their_total, their_acc)
-                _finish(best, total, acc, q, k_new, v_new, length, scale, o_ptr, head_ok, HAS_NEW)
-
-    @triton.jit
-    def _finish(best, total, acc, q, k_new, v_new, length, scale, o_ptr, head_ok, HAS_NEW: tl.constexpr):
-        """Join the fed token (HAS_NEW) to the softmax state, normalise, and
-        store the output (zeros for a row with no context)."""
         if HAS_NEW:
             seen = length > 0
             score = tl.sum(q.to(tl.float32) * k_new.to(tl.float32)[None, :], axis=1) * scale
@@ -302,7 +206,8 @@ if triton is not None:
             total = total * rescale + weight
             acc = acc * rescale[:, None] + weight[:, None] * v_new.to(tl.float32)[None, :]
         out = acc / tl.where(total > 0, total, 1.0)[:, None]
-        tl.store(o_ptr, out.to(o_ptr.dtype.element_ty), mask=head_ok[:, None])
+        o_ptr = Out + row * stride_or + (kv_head * GROUP + heads)[:, None] * stride_oh + dims[None, :]
+        tl.store(o_ptr, out.to(Out.dtype.element_ty), mask=head_ok[:, None])
 
 
 PREFILL_ALIGN = 64
