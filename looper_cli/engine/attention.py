@@ -91,7 +91,8 @@ def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.T
                         block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
                         new: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
                         tile: Optional[int] = None,
-                        rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None, warps: int = 4) -> torch.Tensor:
+                        rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                        warps: Optional[int] = None) -> torch.Tensor:
     """The kernel's launch. With `new` = (k_new, v_new, slots) the last of a
     row's context_lens positions is the fed token: its key and value come
     from k_new / v_new and are stored at slots; without, every position is
@@ -101,9 +102,13 @@ def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.T
     _, block_size, kv_heads, _ = cache_k.shape
     group = heads // kv_heads
     out = torch.empty_like(q)
-    # Keys per loop iteration: 16 KiB of keys (64 at head_dim 128, 128 at 64), and at least a block.
-    # Each iteration waits on its loads, so a small head dim takes more keys a step.
-    tile = tile or max(block_size, 8192 // head_dim)
+    # Keys per loop iteration and warps per program, as measured in a CUDA graph on an H200 (run 18,
+    # `bench_engine.py attention`): at head_dim 128 (8B, 16 rows, 640-1,280 positions) 256 keys with 8
+    # warps took 29.7 us where 64 keys with 4 took 39.9; at head_dim 64 (SmolLM2, 64 rows, 128-384
+    # positions) 128 keys with 4 warps were as fast as any (7.1-9.1 us). Never less than a block.
+    wide = head_dim >= 128
+    tile = tile or max(block_size, 256 if wide else 128)
+    warps = warps or (8 if wide else 4)
     k_new, v_new, slots = new if new is not None else (q, q, context_lens)  # unread placeholders
     k_new, v_new, q = (t if t.stride(-1) == 1 else t.contiguous() for t in (k_new, v_new, q))  # the kernel's layout
     if rope is not None and new is None:
