@@ -101,7 +101,7 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     step, gen = mean([s for s, _, _ in timed]), mean([g for _, g, _ in timed])
     tokens = sum(t for _, _, t in timed)
     phases = {name: round(mean([p[name] for p in clock.phases[args.warmup:]]), 4)
-              for name in ENGINE_PHASES + ("compiled_graphs",)}
+              for name in ENGINE_PHASES + ("compiled_graphs", "gc_seconds", "gc_full")}
     if phases.get("decode_steps"):
         phases["decode_ms_per_step"] = round(1000 * phases["decode_seconds"] / phases["decode_steps"], 3)
     engine_split = {f"engine_{name}": value for name, value in phases.items()}
@@ -175,14 +175,36 @@ class GenerationTimer:
 ENGINE_PHASES = ("prepare_seconds", "prefill_seconds", "decode_seconds", "decode_steps")
 
 
+class CollectorClock:
+    """Seconds Python's garbage collector ran, and its full (generation 2) collections."""
+
+    def __init__(self):
+        import gc
+
+        self.seconds, self.full, self._started = 0.0, 0, 0.0
+        gc.callbacks.append(self._on_collect)
+
+    def _on_collect(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._started
+        self.full += info["generation"] == 2
+
+
+COLLECTOR = CollectorClock()
+
+
 def engine_phases(sampler: Any) -> dict[str, float]:
     """The engine's running totals of where generation went (GenerationStats), zeros without
-    one, and how many graphs torch.compile has made (a compile inside a timed step shows)."""
+    one, how many graphs torch.compile has made (a compile inside a timed step shows), and the
+    garbage collector's time and full collections."""
     from torch._dynamo.utils import counters
 
     stats = getattr(getattr(sampler, "generator", None), "stats", None)
     totals = {name: float(getattr(stats, name, 0.0)) for name in ENGINE_PHASES}
-    return {**totals, "compiled_graphs": float(counters["stats"]["unique_graphs"])}
+    return {**totals, "compiled_graphs": float(counters["stats"]["unique_graphs"]),
+            "gc_seconds": COLLECTOR.seconds, "gc_full": float(COLLECTOR.full)}
 
 
 def StepClock(timer: GenerationTimer, device: str, phases: Any) -> Any:  # noqa: N802 (a TrainerCallback)
@@ -212,7 +234,8 @@ def StepClock(timer: GenerationTimer, device: str, phases: Any) -> Any:  # noqa:
             print(f"  step {state.global_step}: {self.steps[-1][0]:.2f} s, generation {self.steps[-1][1]:.2f} s, "
                   f"{self.steps[-1][2]} tokens; engine prepare {split['prepare_seconds']:.3f} s, prefill "
                   f"{split['prefill_seconds']:.3f} s, decode {split['decode_seconds']:.3f} s in "
-                  f"{split['decode_steps']:.0f} steps; {split['compiled_graphs']:.0f} graphs compiled", flush=True)
+                  f"{split['decode_steps']:.0f} steps; {split['compiled_graphs']:.0f} graphs compiled; garbage "
+                  f"collector {split['gc_seconds']:.3f} s, {split['gc_full']:.0f} full", flush=True)
 
     clock = Clock()
     clock.steps, clock.phases = [], []
