@@ -185,3 +185,38 @@ def test_release_frees_the_cache_and_the_next_call_rebuilds_it(model_and_tokeniz
     engine.release()
     assert engine.runner.cache is None
     assert as_tuples(engine.generate(prompts, cfg)) == as_tuples(first)
+
+
+def test_compiled_prefill_takes_any_prompt_length_without_recompiling(model_and_tokenizer):
+    """On a GPU the layer pieces are torch.compiled; prefill marks the token
+    dimension dynamic, so a second prompt length does not recompile them
+    (run 18: a 3 s recompile inside ppo's second step). Compiled here on CPU."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from looper_cli.engine import model_runner as mr
+    from looper_cli.engine.llama import compiled
+    from looper_cli.engine.scheduler import Chunk
+    from looper_cli.engine.sequence import Group, SampleSettings, Sequence
+
+    model, _ = model_and_tokenizer
+    runner = mr.ModelRunner(model, EngineConfig(max_seqs=4, num_blocks=64))
+    runner.pieces = mr.Pieces(*map(compiled, (mr.pre_attention, mr.between_layers, mr.last_layer,
+                                              mr.decode_addresses)))
+    runner.prepare(256)
+    first_block = 1
+
+    def prompt_chunk(length: int) -> Chunk:
+        nonlocal first_block
+        group = Group(0, list(range(1, length + 1)), [SampleSettings(0.0, 1.0, 1)], 4)
+        seq = Sequence(group, 0, list(group.prompt), group.settings[0])
+        seq.block_table = list(range(first_block, first_block + -(-length // runner.block_size)))
+        first_block += len(seq.block_table)
+        return Chunk(seq, 0, length)
+
+    with torch.inference_mode():
+        runner.prefill([prompt_chunk(37)])
+        graphs = counters["stats"]["unique_graphs"]
+        for length in (53, 70):
+            runner.prefill([prompt_chunk(length)])
+    assert counters["stats"]["unique_graphs"] == graphs

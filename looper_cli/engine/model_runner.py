@@ -212,25 +212,39 @@ class ModelRunner:
             write_kv(cache_k, cache_v, slots_t, k, v)
             return prefill_attention(q, k, v, cache_k, cache_v, tables, layout, self.scale)
 
-        hidden = self._layers(self.pieces, self.embed(ids_t), cos, sin, attend)
+        hidden = self._layers(self.pieces, self.embed(ids_t), cos, sin, attend, dynamic_tokens=True)
         ends = torch.tensor([end - 1 for end, c in zip(accumulate(lengths), chunks) if c.completes],
                             device=device, dtype=torch.long)
         return self.head(hidden[ends]).float()
 
     def _layers(self, pieces: "Pieces", x: torch.Tensor, cos: Optional[torch.Tensor], sin: Optional[torch.Tensor],
-                attend: Any) -> torch.Tensor:
+                attend: Any, dynamic_tokens: bool = False) -> torch.Tensor:
         """Every decoder layer, with `attend(n, q, k, v)` as layer n's
         attention (which also stores k, v); returns the final-normed hidden
         states. Each piece runs from one attention to the next, and rotates
-        q and k unless cos/sin are None (then `attend` does)."""
+        q and k unless cos/sin are None (then `attend` does).
+        `dynamic_tokens` (prefill): the pieces are compiled for any token
+        count from their first call. Else the second count seen recompiles
+        them, 3 s inside ppo's second step (run 18); decode graphs do not
+        warm this up, as they call the pieces without cos/sin."""
+        def tokens_vary(*tensors: Optional[torch.Tensor]) -> None:
+            for tensor in tensors:
+                if dynamic_tokens and tensor is not None:
+                    torch._dynamo.maybe_mark_dynamic(tensor, 0)
+
         dims = (self.heads, self.kv_heads, self.head_dim)
+        tokens_vary(x, cos, sin)
         q, k, v = pieces.pre(self.layers[0].input_layernorm, x, self.weights.layers[0].qkv, cos, sin, *dims)
         last = len(self.layers) - 1
         for n in range(last):
-            finish = self._finish_args(n, x, attend(n, q, k, v))
+            attn = attend(n, q, k, v)
+            tokens_vary(x, attn)
+            finish = self._finish_args(n, x, attn)
             x, q, k, v = pieces.between(finish, self.layers[n + 1].input_layernorm, self.weights.layers[n + 1].qkv,
                                         cos, sin, *dims)
-        return pieces.last(self._finish_args(last, x, attend(last, q, k, v)), self.norm)
+        attn = attend(last, q, k, v)
+        tokens_vary(x, attn)
+        return pieces.last(self._finish_args(last, x, attn), self.norm)
 
     def _finish_args(self, n: int, x: torch.Tensor, attn: torch.Tensor) -> tuple[Any, ...]:
         layer, w = self.layers[n], self.weights.layers[n]
