@@ -217,7 +217,7 @@ def sampling_config(trainer: Any, k: int, seed: int) -> SamplingConfig:
         if value != neutral:
             raise UserError(f"ppo's engines do not sample with {name}={value!r}")
     return SamplingConfig(max_new_tokens=trainer.max_completion_length, temperature=trainer.temperature,
-                          top_p=trainer.top_p, samples=k, seed=seed, logprobs=True)
+                          top_p=trainer.top_p, samples=k, seed=seed, logprobs=True, text=False)
 
 
 def draw_seed() -> int:

@@ -52,6 +52,21 @@ def test_greedy_equals_transformers(model_and_tokenizer, prompts, config):
         assert engine.stats.preemptions > 0, "the tight cache should have forced preemption"
 
 
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_without_text_the_completions_keep_their_ids_and_logprobs(model_and_tokenizer, prompts, engine):
+    """ppo's setting: TRL decodes the ids itself, so the engines skip it."""
+    model, tok = model_and_tokenizer
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0.8, samples=2, seed=3, logprobs=True)
+    generator = make_generator(model, tok, engine)
+    with_text = generator.generate(prompts[:2], cfg)
+    cfg.text = False
+    without = generator.generate(prompts[:2], cfg)
+    if engine == "fast":  # its noise is keyed by seed, prompt and position: the same samples again
+        assert token_ids(without) == token_ids(with_text)
+    assert all(c.text == "" and c.logprobs and len(c.logprobs) == len(c.token_ids) for g in without for c in g)
+    assert any(c.text for g in with_text for c in g)
+
+
 def test_eos_stops_each_sequence_like_transformers(model_and_tokenizer, prompts):
     import copy
 

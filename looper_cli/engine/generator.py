@@ -180,7 +180,7 @@ class FastGenerator(TokenizingGenerator):
         return [seq.group] if seq.group.unfinished == 0 else []
 
     def _completion(self, seq: Sequence, cfg: SamplingConfig) -> Completion:
-        return completion_from_ids(self.tokenizer, seq.generated(), seq.logprobs if cfg.logprobs else None)
+        return completion_from_ids(self.tokenizer, seq.generated(), seq.logprobs if cfg.logprobs else None, cfg.text)
 
     def _check(self, prompts: Seq[Seq[int]], cfg: SamplingConfig) -> None:
         if cfg.samples < 0 or cfg.group_size < 1:

@@ -87,7 +87,7 @@ class HFGenerator(TokenizingGenerator):
             out = model.generate(**padded, **kwargs)
         new = out.sequences[:, padded["input_ids"].shape[1]:]
         logprobs = _chosen_logprobs(out.scores, new) if cfg.logprobs else [None] * len(new)
-        completions = [completion_from_ids(tok, row, lp) for row, lp in zip(new.tolist(), logprobs)]
+        completions = [completion_from_ids(tok, row, lp, cfg.text) for row, lp in zip(new.tolist(), logprobs)]
         groups = [completions[j * per_prompt:(j + 1) * per_prompt] for j in range(len(batch_ids))]
         return [g * (cfg.samples // per_prompt) for g in groups]
 
