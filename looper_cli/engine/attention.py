@@ -5,10 +5,11 @@ for keys and the same for values; a row's keys are the slots its block
 table names, in order.
 
 - `decode_attention`: one query per row. On CUDA a Triton kernel of ours
-  stores the fed token's key and value, reads only the blocks each row
-  owns, once, with all query heads of a KV head together (GQA without
-  copying the cache); elsewhere (CPU, tests) `write_kv` stores them and the
-  torch reference gathers the row's blocks and calls SDPA.
+  applies rope to the query and the fed token's key, stores that key and
+  value, reads only the blocks each row owns, once, with all query heads
+  of a KV head together (GQA without copying the cache); elsewhere (CPU,
+  tests) the same steps run in torch: rope, `write_kv`, and the reference
+  that gathers the row's blocks and calls SDPA.
   Why a kernel of our own, not the gather: the gather copies every row's
   keys and values each step (three passes over the KV bytes instead of
   one), which at 8B and 256 rows is most of a decode step. Figures:

@@ -1,6 +1,7 @@
 """Runs the model over the paged KV cache: prefill chunks and decode steps
 (one CUDA-graph replay each, sampling included). Both run the same pieces
-(llama.py), compiled on a GPU, each from one layer's attention to the next.
+(llama.py), compiled on a GPU, each from one layer's attention to the next;
+in decode the attention kernel applies rope, in prefill the pieces do.
 
 The cache is one tensor [layers, 2 (k, v), blocks, block_size, kv_heads,
 head_dim], sized from free GPU memory (or `kv_cache_gib`), never from
