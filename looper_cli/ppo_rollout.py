@@ -248,8 +248,10 @@ def engine_for(engine: Engine, trainer: Any) -> Engine:
 def generation_model(trainer: Any) -> Iterator[Any]:
     """The trainer's model as TRL's own generation gets it (DDP unwrapped,
     ZeRO-3 parameters gathered, FSDP1 parameters summoned, gradient
-    checkpointing off), in eval mode: LoRA dropout off, so the samples and
-    their log-probs are the policy's."""
+    checkpointing off). Each generator turns dropout off itself, so the
+    samples and their log-probs are the policy's: the fast engine on its
+    dropout modules only (`generator.dropout_off`), transformers' generate
+    with `model.eval()` (its attention reads the training flag too)."""
     from trl.distributed import DistributedBackend
     from trl.models import unwrap_model_for_generation
 
@@ -258,12 +260,7 @@ def generation_model(trainer: Any) -> Iterator[Any]:
                                      gather_deepspeed3_params=args.ds3_gather_for_generation,
                                      gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs) as model, \
             DistributedBackend(trainer.accelerator).summon_full_params(trainer.model_wrapped, recurse=False):
-        was_training = model.training
-        model.eval()
-        try:
-            yield model
-        finally:
-            model.train(was_training)
+        yield model
 
 
 def log_generation_rate(trainer: Any, tokens: int, seconds: float) -> None:

@@ -166,6 +166,25 @@ def test_lora_adapter_applies_unmerged_like_transformers(tiny_model, prompts, ta
         assert layer.down is lora.base_model.model.model.layers[0].mlp.down_proj.weight  # in place
 
 
+def test_sampling_turns_lora_dropout_off_and_gives_training_mode_back(tiny_model, prompts):
+    """ppo samples from a model in training mode. LoRA dropout must be off while the engine
+    samples (here on lm_head too, which the engine calls as a module), and every module is back
+    in training mode after."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                          LoraConfig(r=4, lora_dropout=0.5, target_modules=["q_proj", "lm_head"],
+                                     init_lora_weights=False))
+    lora.train()
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0)
+    got = FastGenerator(lora, tok, EngineConfig(max_seqs=4)).generate(prompts, cfg)
+    assert all(module.training for module in lora.modules())
+    lora.eval()
+    assert as_tuples(got) == as_tuples(HFGenerator(lora, tok).generate(prompts, cfg))
+
+
 def test_zero_new_tokens_and_errors(model_and_tokenizer, prompts):
     model, tok = model_and_tokenizer
     engine = FastGenerator(model, tok, EngineConfig(max_seqs=4))
