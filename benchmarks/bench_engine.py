@@ -303,11 +303,17 @@ def section_attention(args) -> None:
 
                 error = (attend().float() - want).abs().max().item()
                 ms = in_graph_ms(attend, calls)
-                record("attention", f"triton paged kernel, tile {tile}, {warps} warps, context {context}",
+                record("attention", f"triton paged kernel, tile {tile or 'default'}, {warps or 'default'} warps, "
+                       f"context {context}",
                        ms * 1000, "us", f"{note}; {kv_bytes / ms / 1e9:.2f} TB/s of KV read; max |diff| "
                        f"{error:.1e}; decode mode, in a CUDA graph")
         del q, k, v
         torch.cuda.empty_cache()
+
+
+def int_list(text: str) -> list[int]:
+    """A comma list of integers (an argparse type)."""
+    return [int(x) for x in text.split(",")]
 
 
 def in_graph_ms(fn, calls: int) -> float:
@@ -397,20 +403,20 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=1024)
     parser.add_argument("--hazard", type=float, default=0.01)
     parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--max-seqs", type=lambda s: [int(x) for x in s.split(",")], default=[256])
+    parser.add_argument("--max-seqs", type=int_list, default=[256])
     parser.add_argument("--gpu-util", type=float, default=0.9)
     parser.add_argument("--static-batch", type=int, default=256)
     parser.add_argument("--skip-static", action="store_true")
     parser.add_argument("--hf-prompts", type=int, default=32)
     parser.add_argument("--attention-rows", type=int, default=256)
     parser.add_argument("--attention-shape", default="8b", choices=sorted(ATTENTION_SHAPES))
-    parser.add_argument("--contexts", type=lambda s: [int(x) for x in s.split(",")], default=[256, 1024, 4096])
-    parser.add_argument("--tiles", type=lambda s: [int(x) for x in s.split(",")], default=[64],
-                        help="attention: keys per loop iteration of the Triton kernel")
-    parser.add_argument("--warps", type=lambda s: [int(x) for x in s.split(",")], default=[4],
-                        help="attention: warps per program of the Triton kernel")
+    parser.add_argument("--contexts", type=int_list, default=[256, 1024, 4096])
+    parser.add_argument("--tiles", type=int_list, default=[None],
+                        help="attention: keys per loop iteration of the Triton kernel (default: its own choice)")
+    parser.add_argument("--warps", type=int_list, default=[None],
+                        help="attention: warps per program of the Triton kernel (default: its own choice)")
     parser.add_argument("--step-shape", default="smol")
-    parser.add_argument("--step-rows", type=lambda s: [int(x) for x in s.split(",")], default=[64, 512])
+    parser.add_argument("--step-rows", type=int_list, default=[64, 512])
     parser.add_argument("--step-lora-r", type=int, default=128)
     parser.add_argument("--step-adapters", type=lambda s: s.lower().split(","), default=["false", "true"],
                         help="step: false (no adapter), true (LoRA), or both (false,true)")

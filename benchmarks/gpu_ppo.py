@@ -105,7 +105,8 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
               for name in ENGINE_PHASES + ("compiled_graphs", "gc_seconds", "gc_full")}
     if phases.get("decode_steps"):
         phases["decode_ms_per_step"] = round(1000 * phases["decode_seconds"] / phases["decode_steps"], 3)
-    engine_split = {f"engine_{name}": value for name, value in phases.items()}
+    # The collector's figures are the process's, not the engine's: no engine_ prefix.
+    engine_split = {(name if name.startswith("gc_") else f"engine_{name}"): value for name, value in phases.items()}
     return dict(case=case, path=path, engine=getattr(sampler, "engine_name", None) or "trl-generate",
                 steps=len(timed), warmup_s=round(sum(s for s, _, _ in clock.steps[:args.warmup]), 2),
                 step_s=round(step, 3), generation_s=round(gen, 3), training_s=round(step - gen, 3),

@@ -20,9 +20,9 @@ adapter keeps the parameters in place: fusing it would copy the weights.
 
 On a GPU the rebuild is one CUDA graph: eagerly, its few hundred tiny
 kernels took 45 ms of each SmolLM2 ppo step on an H200, as a graph 6 ms
-(run 17). It reads the adapter
-and base parameters by address, which the optimizer updates in place; a
-change of address, adapter set, scaling or merge state captures it again.
+(run 17). It reads the adapter and base parameters by address, which the
+optimizer updates in place; a change of address, adapter set, scaling or
+merge state captures it again.
 """
 
 from __future__ import annotations
