@@ -52,6 +52,19 @@ def test_greedy_equals_transformers(model_and_tokenizer, prompts, config):
         assert engine.stats.preemptions > 0, "the tight cache should have forced preemption"
 
 
+def test_rounds_longer_than_the_decode_buffers_keep_every_token(model_and_tokenizer, prompts):
+    """The decode buffers hold ROUND_COLUMNS steps' samples; a longer round reads them back in parts."""
+    from looper_cli.engine.model_runner import ROUND_COLUMNS
+
+    model, tok = model_and_tokenizer
+    steps = ROUND_COLUMNS + 5
+    cfg = SamplingConfig(max_new_tokens=steps + 3, temperature=0, samples=1, logprobs=True)
+    engine = FastGenerator(model, tok, EngineConfig(max_seqs=3, decode_steps=steps, drain_decode_steps=steps))
+    got = engine.generate(prompts, cfg)
+    assert as_tuples(got) == as_tuples(HFGenerator(model, tok).generate(prompts, cfg))
+    assert all(len(c.logprobs) == len(c.token_ids) for g in got for c in g)
+
+
 @pytest.mark.parametrize("engine", ["fast", "hf"])
 def test_without_text_the_completions_keep_their_ids_and_logprobs(model_and_tokenizer, prompts, engine):
     """ppo's setting: TRL decodes the ids itself, so the engines skip it."""

@@ -5,6 +5,7 @@ weights after an optimizer step, and out of memory as one line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -130,6 +131,10 @@ def test_engine_samples_the_updated_policy_after_an_optimizer_step(engine: str, 
     run.trainer.train()
     generator = run.sampler.generator
     assert generator is not None and run.sampler.engine_name == engine  # built before the step
+    if engine == "fast":  # later calls skip TRL's unwrapping: the engine holds the trainer's model itself
+        assert isinstance(run.sampler._generation_model(run.trainer), contextlib.nullcontext)
+        with run.sampler._generation_model(run.trainer) as held:
+            assert held is model
     [[got]] = generator.generate_ids([prompt], SamplingConfig(max_new_tokens=8, temperature=0.0, samples=1,
                                                               logprobs=True))
     model.eval()

@@ -235,13 +235,19 @@ class PrefillLayout:
         self.fresh = all(s == 0 for s in starts)
         self.rows = torch.tensor([i * self.longest + j for i, n in enumerate(lengths) for j in range(n)],
                                  device=device)
+        # Fresh prompts need no mask: padded at the end, each is causal from position 0
+        # (is_causal), which lets SDPA take its flash kernel (a boolean mask rules it out).
+        self.mask = None if self.fresh else self._mask(starts, lengths, device)
+
+    def _mask(self, starts: list[int], lengths: list[int], device: torch.device) -> torch.Tensor:
+        """[n, 1, longest, context]: what each new token may see of its sequence."""
         start = torch.tensor(starts, device=device)[:, None, None]
         count = torch.tensor(lengths, device=device)[:, None, None]
         qi = torch.arange(self.longest, device=device)[None, :, None]
-        kj = torch.arange(self.longest if self.fresh else self.context, device=device)[None, None, :]
+        kj = torch.arange(self.context, device=device)[None, None, :]
         # Padded queries see slot 0 only, so no softmax row is empty (NaN); they are dropped after.
         visible = ((kj <= start + qi) & (qi < count)) | (kj == 0)
-        self.mask = visible[:, None]  # [n, 1, longest, keys]
+        return visible[:, None]
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """[tokens, ...] -> [n, longest, ...], zeros in the padding."""
@@ -267,5 +273,6 @@ def prefill_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
     queries = layout.pad(q).transpose(1, 2)  # [n, heads, longest, d]
     with sdpa_kernel(PREFILL_BACKENDS):
         out = F.scaled_dot_product_attention(queries, keys.transpose(1, 2), values.transpose(1, 2),
-                                             attn_mask=layout.mask, scale=scale, enable_gqa=True)
+                                             attn_mask=layout.mask, is_causal=layout.fresh, scale=scale,
+                                             enable_gqa=True)
     return layout.unpad(out.transpose(1, 2))  # [tokens, heads, d]

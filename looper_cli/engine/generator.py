@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator, Sequence as Seq
+from typing import Any, Iterable, Iterator, Sequence as Seq
 
 from looper_cli.engine.api import (Completion, EngineConfig, GenerationStats, OnPromptDone, SamplingConfig,
                                    TokenizingGenerator, check_engine_config, check_group_fits, completion_from_ids)
@@ -27,17 +27,21 @@ from looper_cli.errors import UserError
 
 
 @contextlib.contextmanager
-def dropout_off(model: Any) -> Iterator[None]:
-    """The model's dropout modules (LoRA's among them) in eval mode, and
-    back. The engine runs its own attention and calls only embeddings,
-    norms, activations, lm_head and merged weights, where dropout is the one
-    thing training mode changes. Why not `model.eval()`: it walks every
-    module, and PEFT's and transformers' `train()` are slow; SmolLM2 with an
-    r=128 adapter has 2,499 modules, and `eval()` then `train()` took 33 ms
-    on the development CPU, inside every ppo step (this scan: 5 ms)."""
+def dropout_off(modules: Iterable[Any]) -> Iterator[None]:
+    """The dropout modules under `modules` in eval mode, and back. The
+    engine passes the modules it calls (ModelRunner.called_modules): the
+    embeddings, norms, activations and lm_head (a LoRA-wrapped head has a
+    dropout); decoder layers' projections run as merged weights and their
+    attention is the engine's, so nothing else reads the training flag.
+    Why not `model.eval()`: it walks every module, and PEFT's and
+    transformers' `train()` are slow; SmolLM2 with an r=128 adapter has
+    2,499 modules, and `eval()` then `train()` took 33 ms on the development
+    CPU inside every ppo step; a scan of the whole model still took 9 ms of
+    each generation call on an H200's host (run 19's profile)."""
     import torch
 
-    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training]
+    dropouts = [m for module in modules for m in module.modules()
+                if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training]
     for module in dropouts:
         module.training = False
     try:
@@ -84,7 +88,7 @@ class FastGenerator(TokenizingGenerator):
             return results
         started = time.perf_counter()
         try:
-            with torch.inference_mode(), dropout_off(self.model):
+            with torch.inference_mode(), dropout_off(self.runner.called_modules()):
                 self._run([make_group(i, p, cfg) for i, p in enumerate(prompts)], cfg, done)
         except torch.OutOfMemoryError:
             raise UserError("out of GPU memory while generating; lower the sequences in flight (--batch-size; "

@@ -34,6 +34,8 @@ from looper_cli.errors import UserError
 # prompt than any before rarely changes their shape, which would re-capture every decode graph
 # (a new table width; seconds each time, mid-run in ppo).
 LENGTH_ALIGN = 1024
+# Decode steps whose samples the decode buffers hold at once (a round of more reads them back in parts).
+ROUND_COLUMNS = 32
 
 
 def graph_buckets(max_seqs: int) -> list[int]:
@@ -57,7 +59,11 @@ class DecodeInputs:
         self.temperature = zeros(rows, dtype=torch.float32)
         self.top_p = zeros(rows, dtype=torch.float32)
         self.keys = zeros(rows)
-        self.logprobs = zeros(rows, dtype=torch.float32)  # of the sampled token
+        # What a round's steps sampled, a column each: the graph writes column `step` and advances it,
+        # so a round copies nothing between replays (two copies a step took ~20 us of GPU time).
+        self.step = zeros(1)
+        self.sampled = zeros(rows, ROUND_COLUMNS)
+        self.logprobs = zeros(rows, ROUND_COLUMNS, dtype=torch.float32)  # of the sampled tokens
 
 
 class ModelRunner:
@@ -90,6 +96,14 @@ class ModelRunner:
         self.inputs: Optional[DecodeInputs] = None
         self.graphs: dict[tuple[int, bool], tuple[Any, ...]] = {}
         self.pool = None
+
+    def called_modules(self) -> list[Any]:
+        """The model's modules a forward pass here calls (their forward):
+        the embeddings, norms, activations, final norm and lm_head. The
+        projections are read as weights (weights.py), never called."""
+        per_layer = [m for layer in self.layers for m in (layer.input_layernorm, layer.post_attention_layernorm,
+                                                          layer.mlp.act_fn)]
+        return [self.embed, *per_layer, self.norm, self.head, self.rotary]
 
     # -- memory ---------------------------------------------------------
     @property
@@ -279,15 +293,21 @@ class ModelRunner:
         rows = len(seqs)
         bucket = self.bucket_for(rows)
         top_p = _uses_top_p(seqs)
-        self._fill_inputs(seqs, bucket)
-        tokens = torch.empty(bucket, steps, dtype=torch.long, device=self.device)
-        logprobs = torch.empty(bucket, steps, dtype=torch.float32, device=self.device)
         inputs = self.inputs
-        for step in range(steps):
-            self._run_step(bucket, top_p)
-            tokens[:, step].copy_(inputs.tokens[:bucket])
-            logprobs[:, step].copy_(inputs.logprobs[:bucket])
-        return tokens[:rows].tolist(), logprobs[:rows].tolist()
+        tokens, logprobs = [[] for _ in range(rows)], [[] for _ in range(rows)]
+        for start in range(0, steps, ROUND_COLUMNS):
+            if start == 0:
+                self._fill_inputs(seqs, bucket)
+            else:  # the rows carry on from where the graph left them: only the columns start again
+                inputs.step.zero_()
+            count = min(ROUND_COLUMNS, steps - start)
+            for _ in range(count):
+                self._run_step(bucket, top_p)
+            for row, (ids, values) in enumerate(zip(inputs.sampled[:rows, :count].tolist(),
+                                                    inputs.logprobs[:rows, :count].tolist())):
+                tokens[row] += ids
+                logprobs[row] += values
+        return tokens, logprobs
 
     def bucket_for(self, rows: int) -> int:
         """The graph batch size that runs `rows` rows (the rest is padding)."""
@@ -311,6 +331,7 @@ class ModelRunner:
         for buffer, column in zip(buffers, columns):
             buffer[:bucket].copy_(torch.from_numpy(column).to(buffer.dtype))
         inputs.tables[:bucket].copy_(torch.from_numpy(tables))
+        inputs.step.zero_()
 
     def capture_all(self, top_p: bool = False) -> None:
         """Capture every bucket's graph now (startup), not when a round first
@@ -347,7 +368,9 @@ class ModelRunner:
         token, logprob = self._sample(logits, inputs.temperature[:rows], inputs.top_p[:rows],
                                       inputs.keys[:rows], positions, self.salts, top_p)
         inputs.tokens[:rows].copy_(token)
-        inputs.logprobs[:rows].copy_(logprob)
+        inputs.sampled[:rows].index_copy_(1, inputs.step, token[:, None])
+        inputs.logprobs[:rows].index_copy_(1, inputs.step, logprob[:, None])
+        inputs.step.add_(1)
         inputs.positions[:rows].add_(1)
 
     def _capture(self, rows: int, top_p: bool) -> Any:
@@ -355,10 +378,11 @@ class ModelRunner:
         step's slots (the values the replay writes too); the buffers it
         advances are put back before the capture."""
         inputs = self.inputs
-        saved = [t.clone() for t in (inputs.tokens, inputs.positions, inputs.logprobs)]
+        advanced = (inputs.tokens, inputs.positions, inputs.step)
+        saved = [t.clone() for t in advanced]
 
         def restore() -> None:
-            for buffer, value in zip((inputs.tokens, inputs.positions, inputs.logprobs), saved):
+            for buffer, value in zip(advanced, saved):
                 buffer.copy_(value)
 
         if self.pool is None:
