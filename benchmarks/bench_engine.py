@@ -221,14 +221,16 @@ def section_step(args) -> None:
                 replay = triton.testing.do_bench(lambda: runner._run_step(rows, False), return_mode="median")
                 if args.profile:
                     print_kernels(lambda: runner._run_step(rows, False), f"{rows} rows, lora {lora}")
-            cfg = SamplingConfig(max_new_tokens=256, temperature=0.8, samples=1)
-            engine.generate_ids(prompts[:rows], cfg)  # prefill and sampler shapes compiled
+            # --step-samples K: rows / K prompts, K samples each sharing their prompt's blocks, as in ppo.
+            cfg = SamplingConfig(max_new_tokens=256, temperature=0.8, samples=args.step_samples)
+            step_prompts = prompts[:rows // args.step_samples]
+            engine.generate_ids(step_prompts, cfg)  # prefill and sampler shapes compiled
             engine.stats.reset()
-            seconds, _ = timed(lambda: engine.generate_ids(prompts[:rows], cfg))
+            seconds, _ = timed(lambda: engine.generate_ids(step_prompts, cfg))
             wall = seconds / max(1, engine.stats.decode_steps) * 1000
             if args.profile:  # real contexts (128 to 384 positions), host work between rounds
                 steps = engine.stats.decode_steps
-                busy = print_kernels(lambda: engine.generate_ids(prompts[:rows], cfg),
+                busy = print_kernels(lambda: engine.generate_ids(step_prompts, cfg),
                                      f"{rows} rows, lora {lora}, a whole generation, per decode step", repeats=steps,
                                      calls=1)
                 record("step", f"{rows} rows: GPU busy per decode step (whole generation)", busy / 1000, "ms",
@@ -236,7 +238,8 @@ def section_step(args) -> None:
             note = f"{args.step_shape} random init, {'LoRA r=%d' % args.step_lora_r if lora else 'no adapter'}"
             record("step", f"{rows} rows: graph replay", replay, "ms", note)
             record("step", f"{rows} rows: wall per decode step", wall, "ms",
-                   f"{note}; 128-token prompts, 256 new tokens, no EOS; {engine.stats.decode_steps} steps")
+                   f"{note}; 128-token prompts x {args.step_samples} samples, 256 new tokens, no EOS; "
+                   f"{engine.stats.decode_steps} steps")
             del engine
             torch.cuda.empty_cache()
     del model
@@ -420,6 +423,8 @@ def main() -> None:
     parser.add_argument("--step-lora-r", type=int, default=128)
     parser.add_argument("--step-adapters", type=lambda s: s.lower().split(","), default=["false", "true"],
                         help="step: false (no adapter), true (LoRA), or both (false,true)")
+    parser.add_argument("--step-samples", type=int, default=1,
+                        help="step: samples a prompt in the timed generation (8: ppo's shared prompt blocks)")
     parser.add_argument("--profile", action="store_true", help="step: list the kernels of one decode step")
     parser.add_argument("--model", help="real: a model path or .gguf")
     parser.add_argument("--data", type=Path, help="real: GSM8K train .jsonl (or its folder)")

@@ -134,3 +134,43 @@ def test_triton_paged_decode_kernel_equals_the_reference():
     done = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+SAMPLER_CHECK = """
+import torch
+from looper_cli.engine.sampler import (gumbel_noise, gumbel_noise_triton, noise_bits, sample_torch, sample_triton,
+                                       token_salts)
+torch.manual_seed(0)
+# 5,000 tokens in chunks of 1,024: the last chunk is partly past the vocabulary.
+rows, vocab, chunk = 8, 5000, 1024
+logits = torch.randn(rows, vocab) * 3
+temperature = torch.tensor([0.0, 0.7, 1.0, 1.3, 0.0, 1.0, 0.7, 1.3])
+logits[4, [3001, 17, 4999]] = 20.0  # ties in a greedy row, across chunks: the lowest id wins, as torch.argmax
+logits[4, 4000:4096] = float("-inf")  # a whole chunk of -inf: no mass, no nan
+keys = torch.randint(0, 2 ** 32, (rows,))
+positions = torch.randint(0, 2 ** 20, (rows,))
+salts = token_salts(vocab, torch.device("cpu"))
+# The kernel's hash is the torch one, bit for bit. Its noise is within float32 rounding here only because the
+# interpreter's log is numpy's, not torch's (on an H200 the kernel's noise equalled torch's CUDA noise bit for bit).
+bits, noise = gumbel_noise_triton(keys, positions, salts, chunk)
+assert torch.equal(bits, noise_bits(keys, positions, salts))
+assert torch.allclose(noise, gumbel_noise(keys, positions, salts), rtol=1e-6, atol=1e-6)
+want_token, want_logp = sample_torch(logits, temperature, torch.ones(rows), keys, positions, salts, False)
+got_token, got_logp = sample_triton(logits, temperature, keys, positions, salts, chunk)
+assert got_token.dtype == torch.long and got_logp.dtype == torch.float32
+assert torch.equal(got_token, want_token), (got_token, want_token)
+assert got_token[4] == 17
+assert (got_logp - want_logp).abs().max() < 1e-5, (got_logp - want_logp).abs().max()
+# Decode hands over the head's bf16 logits: both paths read them as float32.
+half = logits.bfloat16()
+want_token, want_logp = sample_torch(half, temperature, torch.ones(rows), keys, positions, salts, False)
+got_token, got_logp = sample_triton(half, temperature, keys, positions, salts, chunk)
+assert torch.equal(got_token, want_token) and (got_logp - want_logp).abs().max() < 1e-5
+print("ok")
+"""
+
+
+def test_triton_sampler_equals_the_torch_sampler():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", SAMPLER_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
