@@ -54,6 +54,8 @@ def test_greedy_equals_transformers(model_and_tokenizer, prompts, config):
 
 def test_rounds_longer_than_the_decode_buffers_keep_every_token(model_and_tokenizer, prompts):
     """The decode buffers hold ROUND_COLUMNS steps' samples; a longer round reads them back in parts."""
+    import torch
+
     from looper_cli.engine.model_runner import ROUND_COLUMNS
 
     model, tok = model_and_tokenizer
@@ -63,6 +65,12 @@ def test_rounds_longer_than_the_decode_buffers_keep_every_token(model_and_tokeni
     got = engine.generate(prompts, cfg)
     assert as_tuples(got) == as_tuples(HFGenerator(model, tok).generate(prompts, cfg))
     assert all(len(c.logprobs) == len(c.token_ids) for g in got for c in g)
+    runner = engine.runner  # graphs replayed on their own (benchmarks) wrap around the columns
+    with torch.inference_mode():
+        runner._fill_inputs([], 1)
+        for _ in range(ROUND_COLUMNS + 2):
+            runner._run_step(1, False)
+    assert int(runner.inputs.step) == 2
 
 
 @pytest.mark.parametrize("engine", ["fast", "hf"])

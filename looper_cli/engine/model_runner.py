@@ -371,7 +371,7 @@ class ModelRunner:
         inputs.tokens[:rows].copy_(token)
         inputs.sampled[:rows].index_copy_(1, inputs.step, token[:, None])
         inputs.logprobs[:rows].index_copy_(1, inputs.step, logprob[:, None])
-        inputs.step.add_(1)
+        inputs.step.add_(1).remainder_(ROUND_COLUMNS)  # replays past a round's columns wrap, never write out of bounds
         inputs.positions[:rows].add_(1)
 
     def _capture(self, rows: int, top_p: bool) -> Any:
