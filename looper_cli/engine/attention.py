@@ -163,7 +163,7 @@ if triton is not None:
         q_rows = Q + row * stride_qr + (kv_head * GROUP + heads)[:, None] * stride_qh
         swapped = (dims + HEAD_DIM // 2) % HEAD_DIM
         sign = tl.where(dims < HEAD_DIM // 2, -1.0, 1.0)
-        if ROPE:
+        if ROPE:  # the row's cos/sin, for q here and the new key below
             cos = tl.load(Cos + row * stride_cr + dims).to(tl.float32)
             sin = tl.load(Sin + row * stride_sr + dims).to(tl.float32)
             q = _rotated(q_rows, dims[None, :], swapped[None, :], sign[None, :], cos[None, :], sin[None, :],
@@ -177,8 +177,6 @@ if triton is not None:
         if HAS_NEW:
             k_row = KNew + row * stride_knr + kv_head * stride_knh
             if ROPE:
-                cos = tl.load(Cos + row * stride_cr + dims).to(tl.float32)
-                sin = tl.load(Sin + row * stride_sr + dims).to(tl.float32)
                 k_new = _rotated(k_row, dims, swapped, sign, cos, sin, dims < HEAD_DIM)
             else:
                 k_new = tl.load(k_row + dims)

@@ -295,11 +295,9 @@ class ModelRunner:
         top_p = _uses_top_p(seqs)
         inputs = self.inputs
         tokens, logprobs = [[] for _ in range(rows)], [[] for _ in range(rows)]
+        self._fill_inputs(seqs, bucket)
+        # In parts of ROUND_COLUMNS steps: after a whole part the graph's column has wrapped back to 0.
         for start in range(0, steps, ROUND_COLUMNS):
-            if start == 0:
-                self._fill_inputs(seqs, bucket)
-            else:  # the rows carry on from where the graph left them: only the columns start again
-                inputs.step.zero_()
             count = min(ROUND_COLUMNS, steps - start)
             for _ in range(count):
                 self._run_step(bucket, top_p)
