@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_common import device_name, finish, record, random_prompts, timed  # noqa: E402
-from gpu_models import EOS, SHAPES, build_llama, id_tokenizer  # noqa: E402
+from gpu_models import EOS, build_llama, id_tokenizer  # noqa: E402
 
 def useful(ids: list[int], eos: int) -> int:
     return ids.index(eos) + 1 if eos in ids else len(ids)
@@ -184,11 +184,6 @@ def section_check(args) -> None:
         got = [g[0].token_ids for g in engine.generate_ids(prompts, greedy)]
         record("check", f"greedy == transformers (LoRA r=8, fused copies{when})",
                100 * sum(a == b for a, b in zip(got, want)) / len(want), "% seqs", "small fp32, all-linear, B non-zero")
-        fused = FastGenerator(lora, tok, EngineConfig(max_seqs=8, fused_linear=True))
-        got = [g[0].token_ids for g in fused.generate_ids(prompts, greedy)]
-        record("check", f"greedy == transformers (LoRA r=8, fused decode projections{when})",
-               100 * sum(a == b for a, b in zip(got, want)) / len(want), "% seqs", "small fp32, fused_linear=True")
-        del fused
     del lora, engine
     for top_p in (0.9, 1.0):  # torch's sampler, then the Triton one
         sampled = SamplingConfig(max_new_tokens=48, temperature=1.0, top_p=top_p, samples=4, seed=5)
@@ -218,17 +213,15 @@ def section_step(args) -> None:
         if lora:
             model = get_peft_model(model, LoraConfig(r=args.step_lora_r, lora_alpha=2 * args.step_lora_r,
                                                      target_modules="all-linear"))
-        for rows, fused in [(r, f) for r in args.step_rows for f in args.step_fused]:
-            choice = {} if fused is None else {"fused_linear": fused}  # none: an engine from before the option
-            engine = FastGenerator(model, id_tokenizer(), EngineConfig(max_seqs=rows, **choice))
+        for rows in args.step_rows:
+            engine = FastGenerator(model, id_tokenizer(), EngineConfig(max_seqs=rows))
             engine.warm_up(128 + 256)
             runner = engine.runner
-            label = ", fused" if getattr(runner, "fused", False) else ""
             with torch.inference_mode():
                 runner._fill_inputs([], rows)
                 replay = triton.testing.do_bench(lambda: runner._run_step(rows, False), return_mode="median")
                 if args.profile:
-                    print_kernels(lambda: runner._run_step(rows, False), f"{rows} rows, lora {lora}, fused {fused}")
+                    print_kernels(lambda: runner._run_step(rows, False), f"{rows} rows, lora {lora}")
             # --step-samples K: rows / K prompts, K samples each sharing their prompt's blocks, as in ppo.
             cfg = SamplingConfig(max_new_tokens=256, temperature=0.8, samples=args.step_samples)
             step_prompts = prompts[:rows // args.step_samples]
@@ -239,15 +232,13 @@ def section_step(args) -> None:
             if args.profile:  # real contexts (128 to 384 positions), host work between rounds
                 steps = engine.stats.decode_steps
                 busy = print_kernels(lambda: engine.generate_ids(step_prompts, cfg),
-                                     f"{rows} rows, lora {lora}, fused {fused}, a whole generation, per decode step",
-                                     repeats=steps,
+                                     f"{rows} rows, lora {lora}, a whole generation, per decode step", repeats=steps,
                                      calls=1)
-                record("step", f"{rows} rows{label}: GPU busy per decode step (whole generation)", busy / 1000, "ms",
+                record("step", f"{rows} rows: GPU busy per decode step (whole generation)", busy / 1000, "ms",
                        f"kernel time of the generation (prefill included) / {steps} decode steps")
-            note = (f"{args.step_shape} random init, {'LoRA r=%d' % args.step_lora_r if lora else 'no adapter'}, "
-                    f"fused projections {'auto' if fused is None else fused} ({bool(label)})")
-            record("step", f"{rows} rows{label}: graph replay", replay, "ms", note)
-            record("step", f"{rows} rows{label}: wall per decode step", wall, "ms",
+            note = f"{args.step_shape} random init, {'LoRA r=%d' % args.step_lora_r if lora else 'no adapter'}"
+            record("step", f"{rows} rows: graph replay", replay, "ms", note)
+            record("step", f"{rows} rows: wall per decode step", wall, "ms",
                    f"{note}; 128-token prompts x {args.step_samples} samples, 256 new tokens, no EOS; "
                    f"{engine.stats.decode_steps} steps")
             del engine
@@ -308,118 +299,20 @@ def section_attention(args) -> None:
         want = paged_decode_reference(rotate(q, *rope), want_k, want_v, tables, lens, dim ** -0.5).float()
         kv_bytes = 2 * int(lens.sum()) * kv * dim * 2
         note = f"{rows} rows, {heads} heads / {kv} kv, d {dim}, contexts U[{context // 2}, {context}]"
-        for tile, warps, stages in [(t, w, s) for t in args.tiles for w in args.warps for s in args.stages]:
-            def attend():
-                return paged_decode_triton(q, k, v, tables, lens, dim ** -0.5, (k_new, v_new, slots), tile=tile,
-                                           rope=rope, warps=warps, stages=stages)
+        for tile in args.tiles:
+            for warps in args.warps:
+                def attend():
+                    return paged_decode_triton(q, k, v, tables, lens, dim ** -0.5, (k_new, v_new, slots), tile=tile,
+                                               rope=rope, warps=warps)
 
-            error = (attend().float() - want).abs().max().item()
-            ms = in_graph_ms(attend, calls)
-            record("attention", f"triton paged kernel, tile {tile or 'default'}, {warps or 'default'} warps, "
-                   f"{stages} stages, context {context}",
-                   ms * 1000, "us", f"{note}; {kv_bytes / ms / 1e9:.2f} TB/s of KV read; max |diff| "
-                   f"{error:.1e}; decode mode, in a CUDA graph")
+                error = (attend().float() - want).abs().max().item()
+                ms = in_graph_ms(attend, calls)
+                record("attention", f"triton paged kernel, tile {tile or 'default'}, {warps or 'default'} warps, "
+                       f"context {context}",
+                       ms * 1000, "us", f"{note}; {kv_bytes / ms / 1e9:.2f} TB/s of KV read; max |diff| "
+                       f"{error:.1e}; decode mode, in a CUDA graph")
         del q, k, v
         torch.cuda.empty_cache()
-
-
-LINEAR_KINDS = ("qkv", "o", "gate_up", "down", "head")
-
-
-def section_linear(args) -> None:
-    """The fused projections of a decode step (fused_linear.py) by tile sizes, against what the
-    unfused path runs (the same ops compiled: inductor's norm / activation / add kernels around a
-    cuBLAS matmul), each in a CUDA graph cycling over a model's worth of layer weights (so the
-    weights come from HBM, as in a decode step, not from L2). Prints the best tiles per kind."""
-    import torch
-    import torch.nn.functional as F
-
-    from looper_cli.engine import fused_linear as fl
-    from looper_cli.engine.llama import compiled
-
-    eps = 1e-5
-
-    def unfused(kind):
-        def qkv(x, g, w):
-            return F.linear(fl.reference_norm(x, g, eps), w)
-
-        def gate_up(x, g, w):
-            gate, up = F.linear(fl.reference_norm(x, g, eps), w).chunk(2, dim=-1)
-            return F.silu(gate) * up
-
-        def residual(h, w, r):
-            return r + F.linear(h[None], w)[0]
-
-        return compiled({"qkv": qkv, "head": qkv, "gate_up": gate_up, "o": residual, "down": residual}[kind])
-
-    for shape in args.linear_shapes:
-        cfg = SHAPES[shape]
-        hidden, inter, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-        dim = hidden // cfg["num_attention_heads"]
-        kv = cfg["num_key_value_heads"] * dim
-        layers = min(cfg["num_hidden_layers"], 8 if hidden > 2048 else 30)
-        outs = {"qkv": (hidden, hidden + 2 * kv), "o": (hidden, hidden), "gate_up": (hidden, 2 * inter),
-                "down": (inter, hidden), "head": (hidden, vocab)}
-        for rows in args.linear_rows:
-            for kind in LINEAR_KINDS:
-                inner, width = outs[kind]
-                count = 1 if kind == "head" else layers
-                weights = [torch.randn(width, inner, device="cuda", dtype=torch.bfloat16) / inner ** 0.5
-                           for _ in range(count)]
-                x = torch.randn(rows, inner, device="cuda", dtype=torch.bfloat16)
-                g = torch.rand(inner, device="cuda", dtype=torch.bfloat16) + 0.5
-                r = torch.randn(rows, width, device="cuda", dtype=torch.bfloat16)
-                parts = [(w[:hidden], w[hidden:hidden + kv], w[hidden + kv:]) if kind == "qkv" else (w,)
-                         for w in weights]
-                base = unfused(kind)
-                base_args = [(x, g, w) if kind in ("qkv", "head", "gate_up") else (x, w, r) for w in weights]
-
-                def fused(w, p, tiles):
-                    if kind in ("qkv", "head"):
-                        return fl.norm_linear(x, g, eps, p, tiles)
-                    if kind == "gate_up":
-                        return fl.norm_gate_up(x, g, eps, *w.chunk(2), tiles)
-                    return fl.linear_residual(x, w, r, tiles)
-
-                cycle = [0]
-
-                def run_base():
-                    i = cycle[0] = (cycle[0] + 1) % count
-                    return base(*base_args[i])
-
-                want = base(*base_args[0]).float()
-                baseline = in_graph_ms(run_base, 30) * 1000
-                note = f"{shape}, {rows} rows, [{inner} -> {width}], {count} weight sets"
-                record("linear", f"{shape} {rows} rows {kind}: unfused (inductor + cuBLAS)", baseline, "us", note)
-                results = []
-                columns = [16, 32, 64] if hidden <= 2048 else [32, 64, 128]
-                for tiles in [fl.Tiles(n, k) for n in columns for k in (64, 128, 256)]:
-                    if not fl.tile_fits(parts[0], tiles) or (kind == "gate_up" and (width // 2) % tiles.n):
-                        continue
-                    error = (fused(weights[0], parts[0], tiles).float() - want).abs().max().item()
-
-                    def run_fused():
-                        i = cycle[0] = (cycle[0] + 1) % count
-                        return fused(weights[i], parts[i], tiles)
-
-                    results.append((in_graph_ms(run_fused, 30) * 1000, tiles, error))
-                best = min(results, key=lambda t: t[0])
-                for stages, warps in ((2, 4), (4, 4), (3, 2), (3, 8)):
-                    tiles = fl.Tiles(best[1].n, best[1].k, warps, stages)
-
-                    def run_fused():
-                        i = cycle[0] = (cycle[0] + 1) % count
-                        return fused(weights[i], parts[i], tiles)
-
-                    results.append((in_graph_ms(run_fused, 30) * 1000, tiles, best[2]))
-                for us, tiles, error in sorted(results, key=lambda t: t[0])[:4]:
-                    record("linear", f"{shape} {rows} rows {kind}: fused {tiles}", us, "us",
-                           f"{note}; max |diff| {error:.1e}; x{baseline / us:.2f} vs unfused")
-                print(f"{shape} {rows} rows {kind}: unfused {baseline:.2f} us, default "
-                      f"{fl.default_tiles(rows, inner, width)}, best {sorted(results, key=lambda t: t[0])[0]}",
-                      flush=True)
-                del weights, parts, base_args
-                torch.cuda.empty_cache()
 
 
 def int_list(text: str) -> list[int]:
@@ -485,43 +378,6 @@ def section_rollout(args) -> None:
     torch.cuda.empty_cache()
 
 
-def section_agree(args) -> None:
-    """bf16 greedy of a real model (--model, GSM8K --data questions, chat template): how often the
-    engine's completion equals transformers' token for token, with decode's projections fused
-    and unfused. In bf16 batched matmuls round differently from one batch shape to another, so
-    neither path is 100%; the fused one should agree as often as the unfused one."""
-    import torch
-
-    from looper_cli.data import load_problems
-    from looper_cli.engine import EngineConfig, SamplingConfig
-    from looper_cli.engine.generator import FastGenerator
-    from looper_cli.engine.hf import HFGenerator
-    from looper_cli.models import load_model, load_tokenizer
-    from looper_cli.prompts import build_prompt
-
-    tok = load_tokenizer(args.model)
-    model = load_model(args.model).to(torch.bfloat16).eval()
-    problems = load_problems(str(args.data), split="train", limit=64, seed=1)
-    prompts = [tok(build_prompt(tok, p.question, "chat"), add_special_tokens=False).input_ids for p in problems]
-    greedy = SamplingConfig(max_new_tokens=128, temperature=0)
-    want = [g[0].token_ids for g in HFGenerator(model, tok, EngineConfig(max_seqs=64)).generate_ids(prompts, greedy)]
-    runs = {}
-    for fused in (False, True):
-        engine = FastGenerator(model, tok, EngineConfig(max_seqs=64, fused_linear=fused))
-        runs[fused] = [g[0].token_ids for g in engine.generate_ids(prompts, greedy)]
-        same = sum(a == b for a, b in zip(runs[fused], want))
-        prefix = sum(next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-                     for a, b in zip(runs[fused], want)) / len(want)
-        record("agree", f"bf16 greedy == transformers ({'fused' if fused else 'unfused'} projections)",
-               100 * same / len(want), "% seqs", f"{Path(args.model).name}, 64 GSM8K questions, 128 new; "
-               f"mean common prefix {prefix:.1f} tokens")
-        del engine
-    record("agree", "fused == unfused", 100 * sum(a == b for a, b in zip(runs[True], runs[False])) / len(want),
-           "% seqs", "bf16 greedy, same prompts")
-    del model
-    torch.cuda.empty_cache()
-
-
 def section_real(args) -> None:
     import torch
 
@@ -563,7 +419,6 @@ def main() -> None:
                         help="attention: keys per loop iteration of the Triton kernel (default: its own choice)")
     parser.add_argument("--warps", type=int_list, default=[None],
                         help="attention: warps per program of the Triton kernel (default: its own choice)")
-    parser.add_argument("--stages", type=int_list, default=[2], help="attention: pipeline stages of the kernel")
     parser.add_argument("--step-shape", default="smol")
     parser.add_argument("--step-rows", type=int_list, default=[64, 512])
     parser.add_argument("--step-lora-r", type=int, default=128)
@@ -571,11 +426,7 @@ def main() -> None:
                         help="step: false (no adapter), true (LoRA), or both (false,true)")
     parser.add_argument("--step-samples", type=int, default=1,
                         help="step: samples a prompt in the timed generation (8: ppo's shared prompt blocks)")
-    parser.add_argument("--step-fused", type=lambda s: [None if v == "auto" else v == "true" for v in s.split(",")],
-                        default=[None], help="step: decode projections fused: auto, true, false, or a comma list")
     parser.add_argument("--profile", action="store_true", help="step: list the kernels of one decode step")
-    parser.add_argument("--linear-shapes", type=lambda s: s.split(","), default=["smol", "8b"])
-    parser.add_argument("--linear-rows", type=int_list, default=[64, 256])
     parser.add_argument("--model", help="real: a model path or .gguf")
     parser.add_argument("--data", type=Path, help="real: GSM8K train .jsonl (or its folder)")
     parser.add_argument("--questions", type=int, default=1000)
@@ -585,8 +436,8 @@ def main() -> None:
 
     device = device_name(args.device)
     sections = {"check": section_check, "step": section_step, "attention": section_attention, "sdpa": section_sdpa,
-                "rollout": section_rollout, "real": section_real, "linear": section_linear, "agree": section_agree}
-    wanted = set(args.section.split(",")) if args.section != "all" else set(sections) - {"real", "step", "sdpa", "linear", "agree"}
+                "rollout": section_rollout, "real": section_real}
+    wanted = set(args.section.split(",")) if args.section != "all" else set(sections) - {"real", "step", "sdpa"}
     for name, run in sections.items():
         if name in wanted:
             run(args)

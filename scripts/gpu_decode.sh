@@ -11,9 +11,7 @@
 #   call c: bash scripts/gpu_decode.sh c  -> ppo steps on the 8B shape: the engine and TRL's sampling
 # STEP_TREES="" skips call a's before/after decode steps; STEP_VARIANTS (below) adds runs of this tree
 # under other settings; STEP_ADAPTERS=true measures with the LoRA adapter only; SECTIONS=,attention adds
-# the attention section; STEP_SAMPLES=8 times generations of 8 samples a prompt (shared prompt blocks, as in ppo);
-# STEP_FUSED=false,auto times decode with its projections unfused and fused (fused_linear.py).
-#   call l: bash scripts/gpu_decode.sh l  -> the fused projections' kernels by tile sizes (bench_engine linear)
+# the attention section; STEP_SAMPLES=8 times generations of 8 samples a prompt (shared prompt blocks, as in ppo).
 set -uo pipefail
 phase=$1
 source scripts/gpu_common.sh  # G, M, device_setup, join_gguf
@@ -30,8 +28,7 @@ if [ "$phase" = a ]; then
       --contexts 256,512 --tiles 64,128,256 --out $OUT/check 2>&1 | grep -v '^{' | tee $OUT/check.log
   step() {  # $1: tree, $2: name, then VAR=value settings for the run
     (cd $1 && env "${@:3}" timeout 170 python3 benchmarks/bench_engine.py step --step-rows 64 --profile \
-        --step-adapters ${STEP_ADAPTERS:-false,true} --step-samples ${STEP_SAMPLES:-1} --step-fused ${STEP_FUSED:-auto} \
-        --out $OUT/step-$2) 2>&1 | grep -v '^{' | tee $OUT/step-$2.log
+        --step-adapters ${STEP_ADAPTERS:-false,true} --step-samples ${STEP_SAMPLES:-1} --out $OUT/step-$2) 2>&1 | grep -v '^{' | tee $OUT/step-$2.log
   }
   for tree in ${STEP_TREES-$OLD $PWD}; do
     step $tree $([ $tree = $OLD ] && echo before || echo after)
@@ -41,13 +38,6 @@ if [ "$phase" = a ]; then
   for variant in ${STEP_VARIANTS:-}; do
     step $PWD "after-${variant%%:*}" $(tr , ' ' <<< "${variant#*:}")
   done
-fi
-if [ "$phase" = l ]; then  # the fused projections by tile sizes against the unfused ops: SmolLM2 and 8B shapes
-  [ -d /tmp/site ] || device_setup || exit 1
-  timeout 240 python3 benchmarks/bench_engine.py linear --linear-shapes smol --linear-rows ${LINEAR_ROWS:-64,256} \
-      --out $OUT/linear-smol 2>&1 | grep -v '^{' | tee $OUT/linear-smol.log
-  timeout 240 python3 benchmarks/bench_engine.py linear --linear-shapes 8b --linear-rows ${LINEAR_ROWS_8B:-16,256} \
-      --out $OUT/linear-8b 2>&1 | grep -v '^{' | tee $OUT/linear-8b.log
 fi
 if [ "$phase" = b ]; then
   join_gguf || exit 1

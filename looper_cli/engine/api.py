@@ -58,10 +58,6 @@ class EngineConfig:
     # check stalls the GPU (a ppo step is all tail: its prompts start together)
     drain_decode_steps: int = 32
     eager: bool = False  # no CUDA graphs and no compiled layers (debugging)
-    # Decode's projections as fused Triton kernels (fused_linear.py): None picks them where they
-    # were measured faster (CUDA, 16-bit, small models); True forces them (tests run them on CPU
-    # in Triton's interpreter), False never.
-    fused_linear: Optional[bool] = None
     num_blocks: Optional[int] = None  # an exact KV cache size in blocks (tests, reproducing a preemption)
 
 

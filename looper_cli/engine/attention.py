@@ -93,7 +93,7 @@ def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.T
                         new: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
                         tile: Optional[int] = None,
                         rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                        warps: Optional[int] = None, stages: int = 2) -> torch.Tensor:
+                        warps: Optional[int] = None) -> torch.Tensor:
     """The kernel's launch. With `new` = (k_new, v_new, slots) the last of a
     row's context_lens positions is the fed token: its key and value come
     from k_new / v_new and are stored at slots; without, every position is
@@ -122,7 +122,7 @@ def paged_decode_triton(q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.T
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), cos.stride(0), sin.stride(0),
         BLOCK_SIZE=block_size, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=head_dim, TILE=tile, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        HAS_NEW=new is not None, ROPE=rope is not None, num_warps=warps, num_stages=stages)
+        HAS_NEW=new is not None, ROPE=rope is not None, num_warps=warps, num_stages=2)
     return out
 
 

@@ -21,13 +21,12 @@ import torch
 
 from looper_cli.engine.api import EngineConfig
 from looper_cli.engine.attention import PrefillLayout, decode_attention, prefill_attention, write_kv
-from looper_cli.engine import fused_linear
 from looper_cli.engine.block_manager import TRASH_BLOCK
 from looper_cli.engine.graphs import capture as capture_graph
 from looper_cli.engine.llama import base_causal_lm, between_layers, compiled, last_layer, pre_attention
 from looper_cli.engine.sampler import sample, token_salts
 from looper_cli.engine.scheduler import Chunk
-from looper_cli.engine.weights import EngineWeights, is_lora
+from looper_cli.engine.weights import EngineWeights
 from looper_cli.engine.sequence import Sequence
 from looper_cli.errors import UserError
 
@@ -91,7 +90,6 @@ class ModelRunner:
         self._sample = compiled(sample) if fast else sample
         # Built now so that an adapter the engine cannot run fails before any generation.
         self.weights: Optional[EngineWeights] = EngineWeights(self.layers)
-        self.fused = self._fused_decode(cfg)
         self.salts = token_salts(self.vocab, self.device)
         self.cache: Optional[torch.Tensor] = None
         self.cos = self.sin = None
@@ -106,28 +104,6 @@ class ModelRunner:
         per_layer = [m for layer in self.layers for m in (layer.input_layernorm, layer.post_attention_layernorm,
                                                           layer.mlp.act_fn)]
         return [self.embed, *per_layer, self.norm, self.head, self.rotary]
-
-    def _fused_decode(self, cfg: Any) -> bool:
-        """Whether decode steps run the fused projections (fused_linear.py):
-        the config's choice, else where they were measured faster; never
-        where a column tile would straddle two weights."""
-        choice = self.config.fused_linear
-        if choice is False or (self.config.eager and choice is None):
-            return False
-        why = fused_linear.refusal(self.layers, getattr(cfg, "hidden_act", "silu"), self.dtype, self.device,
-                                   forced=bool(choice))
-        shapes = [(self.hidden, self._qkv_sizes()), (self.hidden, (self.intermediate,) * 2),
-                  (self.heads * self.head_dim, (self.hidden,)), (self.intermediate, (self.hidden,))]
-        fits = all(all(rows % fused_linear.default_tiles(0, inner, sum(parts)).n == 0 for rows in parts)
-                   for inner, parts in shapes)
-        if why is None and not fits:
-            why = "projection sizes that are not multiples of the kernels' column tiles"
-        if why is not None and choice:
-            raise UserError(f"fused decode projections cannot run this model: {why}")
-        return why is None
-
-    def _qkv_sizes(self) -> tuple[int, int, int]:
-        return (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
 
     # -- memory ---------------------------------------------------------
     @property
@@ -387,11 +363,7 @@ class ModelRunner:
 
         # No cos/sin for the pieces: the attention kernel applies rope (one kernel a layer fewer).
         # The head's own dtype: the sampler reads it as float32 (a float32 copy of the logits took 8 us a step).
-        x = self.embed(inputs.tokens[:rows])
-        if self.fused:
-            logits = self._fused_logits(x, attend)
-        else:
-            logits = self.head(self._layers(pieces, x, None, None, attend))
+        logits = self.head(self._layers(pieces, self.embed(inputs.tokens[:rows]), None, None, attend))
         token, logprob = self._sample(logits, inputs.temperature[:rows], inputs.top_p[:rows],
                                       inputs.keys[:rows], positions, self.salts, top_p)
         inputs.tokens[:rows].copy_(token)
@@ -399,26 +371,6 @@ class ModelRunner:
         inputs.logprobs[:rows].index_copy_(1, inputs.step, logprob[:, None])
         inputs.step.add_(1).remainder_(ROUND_COLUMNS)  # replays past a round's columns wrap, never write out of bounds
         inputs.positions[:rows].add_(1)
-
-    def _fused_logits(self, x: torch.Tensor, attend: Any) -> torch.Tensor:
-        """Every decoder layer as five kernels (fused_linear.py), then the
-        final norm and lm_head as one; x [rows, hidden] -> logits [rows, vocab]."""
-        rows, dim = x.shape[0], self.head_dim
-        for n, layer in enumerate(self.layers):
-            w = self.weights.layers[n]
-            qkv = fused_linear.norm_linear(x, *_norm(layer.input_layernorm), _split(w.qkv, self._qkv_sizes()))
-            q, k, v = qkv.split(self._qkv_sizes(), dim=-1)
-            attn = attend(n, q.view(rows, self.heads, dim), k.view(rows, self.kv_heads, dim),
-                          v.view(rows, self.kv_heads, dim))
-            x = fused_linear.linear_residual(attn.view(rows, -1), w.o, x)
-            gate, up = _split(w.gate_up, (self.intermediate, self.intermediate))
-            act = fused_linear.norm_gate_up(x, *_norm(layer.post_attention_layernorm), gate, up)
-            x = fused_linear.linear_residual(act, w.down, x)
-        head = None if is_lora(self.head) else getattr(self.head, "weight", None)
-        if head is None or getattr(self.head, "bias", None) is not None or \
-                head.shape[0] % fused_linear.default_tiles(rows, self.hidden, head.shape[0]).n:
-            return self.head(self.norm(x))  # an adapted or odd-sized head: as the model runs it
-        return fused_linear.norm_linear(x, *_norm(self.norm), (head,))
 
     def _capture(self, rows: int, top_p: bool) -> Any:
         """A decode step's graph. The warm-up writes this step's KV at this
@@ -465,16 +417,6 @@ def decode_addresses(positions: torch.Tensor, limits: torch.Tensor, tables: torc
     slots = torch.where(writes, block * block_size + at % block_size, torch.zeros_like(block))
     context = torch.where(limits >= 0, at + 1, torch.zeros_like(at)).to(torch.int32)
     return slots, context, cos[at][:, None], sin[at][:, None]
-
-
-def _norm(module: Any) -> tuple[torch.Tensor, float]:
-    """An RMSNorm's weight and epsilon, as the fused kernels take them."""
-    return module.weight, module.variance_epsilon
-
-
-def _split(weights: tuple[torch.Tensor, ...], sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """The weights of projections that share an input, one tensor each (views of a fused one)."""
-    return tuple(weights[0].split(list(sizes))) if len(weights) == 1 else weights
 
 
 def _aligned(length: int) -> int:
