@@ -22,6 +22,7 @@ Paths:
   fast       --engine fast: KV cache and CUDA graphs kept between steps (the default)
   fast-release  --engine fast --release-engine-memory: the cache goes back to training after
              each generation phase, graphs are captured again
+  fast-compile  --engine fast --compile: the training step's decoder layers torch.compiled
   hf         --engine hf: transformers generate behind the same hook (HFGenerator)
   trl        TRL's own transformers generate (no rollout_func): the path before the engine
 
@@ -79,6 +80,8 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     recipe = {**RECIPES[case], **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})}
     # A kept cache sits beside the training step: a fixed size, not 90% of the GPU.
     keep = dict(keep_engine_memory=False) if path == "fast-release" else {}
+    if path == "fast-compile":  # the training step's decoder layers torch.compiled (ppo --compile)
+        keep["compile_layers"] = True
     cfg = PPOStageConfig(output=Path(args.workdir) / f"{case}-{path}", max_steps=args.warmup + steps,
                          save_steps=10**6, logging_steps=1, engine="hf" if path == "hf" else "fast",
                          **keep, **recipe)  # type: ignore[arg-type]
@@ -93,6 +96,7 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     sampler = None if path == "trl" else GroupSampler(cfg.engine, engine_config(cfg), cfg.keep_engine_memory)
     trainer = build_trainer(cfg, model, tokenizer, ppo_dataset(problems, tokenizer, cfg.template), reward,
                             Path(cfg.output), sampler, peft_config=training.lora_config(cfg, model))
+    training.compile_decoder_layers(trainer.model, cfg)
     profile_file = Path(args.out or args.workdir) / f"host-profile-{case}-{path}.txt"
     timer = GenerationTimer(trainer, (args.profile_host, profile_file) if args.profile_host else None)
     clock = StepClock(timer, args.device, lambda: engine_phases(sampler))
@@ -345,7 +349,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="smol,8b", help="comma list of smol, 8b, small")
-    parser.add_argument("--paths", default=None, help="comma list of fast, fast-release, hf, trl "
+    parser.add_argument("--paths", default=None, help="comma list of fast, fast-release, fast-compile, hf, trl "
                         "(default: smol fast,fast-release,trl; 8b fast,trl)")
     parser.add_argument("--model", default=None, help="smol's checkpoint (folder or .gguf); its tokenizer "
                         "also serves the random models")

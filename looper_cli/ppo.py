@@ -135,9 +135,9 @@ def run_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
 
 
 def _train_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
-    if cfg.compile_layers:
-        raise UserError("compile_layers is for sft and dpo: ppo samples with the model it trains, "
-                        "and compiled layers would recompile at every generated length")
+    if cfg.compile_layers and cfg.engine == "hf":
+        raise UserError("ppo --compile needs --engine fast or auto: transformers' sampling would run the "
+                        "compiled layers and recompile them at every generated length")
     start = start_checkpoint(cfg)
     check_engine_options(cfg)
     cfg = dataclasses.replace(cfg, template=resolve_template(cfg.template, start))
@@ -155,7 +155,7 @@ def _train_ppo(cfg: PPOStageConfig) -> dict[str, Any]:
     summary = training.train_and_summarise(
         trainer, SECTION, out_dir, resume_from, progress,
         extra={"prompts": len(run.dataset), "num_generations": cfg.num_generations,
-               **training.stage_summary_fields(cfg)},
+               "compiled_layers": run.compiled_layers, **training.stage_summary_fields(cfg)},
         oom_advice=OOM_ADVICE,
     )
     summary.update(totals_over_processes(run, summary["seconds"], cfg.engine))
@@ -184,6 +184,7 @@ class PPORun:
     tokenizer: Any
     dataset: Any
     base_record: Any  # the base model's identity, saved beside the adapter
+    compiled_layers: int = 0  # decoder layers torch.compiled for training (--compile)
 
 
 def setup_ppo(cfg: PPOStageConfig, start: Path, problems: list[Problem], out_dir: Path,
@@ -204,11 +205,28 @@ def setup_ppo(cfg: PPOStageConfig, start: Path, problems: list[Problem], out_dir
     reward = RegimeWReward(load_bandit_state(cfg, out_dir, resume_from),
                            RewardWeights(cfg.alpha, cfg.beta, cfg.gamma, cfg.shaping),
                            arm=cfg.coherence_arm)
-    sampler = GroupSampler(cfg.engine, engine_config(cfg), keep_memory=cfg.keep_engine_memory)
+    sampler = GroupSampler(sampling_engine(cfg, model), engine_config(cfg), keep_memory=cfg.keep_engine_memory)
     trainer = build_trainer(cfg, model, tokenizer, dataset, reward, out_dir, sampler,
                             peft_config=None if adapter is not None or cfg.full else training.lora_config(cfg, model))
     trainer.add_callback(bandit_saver(reward, out_dir))
-    return PPORun(trainer, reward, sampler, tokenizer, dataset, base_record)
+    compiled = training.compile_decoder_layers(trainer.model, cfg)
+    return PPORun(trainer, reward, sampler, tokenizer, dataset, base_record, compiled)
+
+
+def sampling_engine(cfg: PPOStageConfig, model: Any) -> str:
+    """The engine ppo samples with: `cfg.engine`, but the fast one whenever
+    the layers are compiled for training. The fast engine reads the weights
+    and never calls the layers; transformers' sampling would run the
+    compiled layers and recompile them at every generated length."""
+    if not cfg.compile_layers:
+        return cfg.engine
+    from looper_cli.engine.llama import fast_engine_refusal
+
+    why = fast_engine_refusal(model)
+    if why is not None:
+        raise UserError(f"ppo --compile samples with the fast engine, which cannot run this model ({why}); "
+                        "drop --compile")
+    return "fast"
 
 
 def engine_config(cfg: PPOStageConfig) -> Any:

@@ -57,7 +57,7 @@ class TrainOptions:
     report_to: ReportTo = "none"
     gradient_checkpointing: Optional[bool] = None  # None: on with a GPU
     liger: bool = False  # Liger's fused kernels (GPU)
-    compile_layers: bool = False  # torch.compile each decoder layer (sft, dpo)
+    compile_layers: bool = False  # torch.compile each decoder layer (sft, dpo; ppo with the fast engine)
     activation_budget: float = 0.8  # with compile_layers: saved activations kept, as a share of all
 
 

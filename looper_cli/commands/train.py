@@ -202,7 +202,8 @@ def ppo(
     run: Optional[str] = _RUN, output: Optional[Path] = _OUTPUT,
     gpus: Optional[int] = gpus_option(), accelerate_config: Optional[Path] = _ACC_CFG,
     report_to: Optional[str] = _REPORT, gradient_checkpointing: Optional[bool] = _CKPT,
-    liger: Optional[bool] = _LIGER, config: Optional[Path] = config_option(),
+    liger: Optional[bool] = _LIGER, compile_layers: Optional[bool] = _COMPILE,
+    activation_budget: Optional[float] = _ACT_BUDGET, config: Optional[Path] = config_option(),
 ) -> None:
     """On-policy RL with the Regime W reward: PPO's clipped objective with group-relative advantages.
 
