@@ -81,7 +81,7 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     # A kept cache sits beside the training step: a fixed size, not 90% of the GPU.
     keep = dict(keep_engine_memory=False) if path == "fast-release" else {}
     if path == "fast-compile":  # the training step's decoder layers torch.compiled (ppo --compile)
-        keep["compile_layers"] = True
+        keep.update(compile_layers=True, activation_budget=args.activation_budget)
     cfg = PPOStageConfig(output=Path(args.workdir) / f"{case}-{path}", max_steps=args.warmup + steps,
                          save_steps=10**6, logging_steps=1, engine="hf" if path == "hf" else "fast",
                          **keep, **recipe)  # type: ignore[arg-type]
@@ -358,6 +358,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: smol 3, 8b 2)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps (compile, graph capture)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="override the cases' (smoke runs)")
+    parser.add_argument("--activation-budget", type=float, default=0.8, help="fast-compile: activations kept")
     parser.add_argument("--eos-rate", type=float, default=0.01, help="random models: P(EOS) at each step")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--workdir", default="/tmp/gpu_ppo", help="trainer output folders")
