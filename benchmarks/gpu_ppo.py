@@ -25,6 +25,9 @@ Paths:
   fast-compile  --engine fast --compile: the training step's decoder layers torch.compiled
   hf         --engine hf: transformers generate behind the same hook (HFGenerator)
   trl        TRL's own transformers generate (no rollout_func): the path before the engine
+  PATH@N     that path with `--steps-per-generation N`: one generation phase samples N steps'
+             completions, and the warm-up and timed steps are rounded up to multiples of N so
+             each timed window holds whole generation phases (fast@4, trl@4)
 
 Each case x path runs in its own process (memory and compile caches start clean):
 --warmup steps (the engine compiles and captures graphs), then --steps timed steps.
@@ -76,13 +79,15 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     from looper_cli.scoring import load_bandit
 
     training.quiet_hf_logging()
-    steps = args.steps or DEFAULT_STEPS[case]
+    label, (path, per_generation) = path, split_path(path)
+    warmup, steps = (whole_phases(n, per_generation) for n in (args.warmup, args.steps or DEFAULT_STEPS[case]))
     recipe = {**RECIPES[case], **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})}
     # A kept cache sits beside the training step: a fixed size, not 90% of the GPU.
     keep = dict(keep_engine_memory=False) if path == "fast-release" else {}
     if path == "fast-compile":  # the training step's decoder layers torch.compiled (ppo --compile)
         keep.update(compile_layers=True, activation_budget=args.activation_budget)
-    cfg = PPOStageConfig(output=Path(args.workdir) / f"{case}-{path}", max_steps=args.warmup + steps,
+    cfg = PPOStageConfig(output=Path(args.workdir) / f"{case}-{label}", max_steps=warmup + steps,
+                         steps_per_generation=per_generation,
                          save_steps=10**6, logging_steps=1, engine="hf" if path == "hf" else "fast",
                          **keep, **recipe)  # type: ignore[arg-type]
     model, tokenizer = load_policy(case, args)
@@ -102,17 +107,17 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     clock = StepClock(timer, args.device, lambda: engine_phases(sampler))
     trainer.add_callback(clock)
     trainer.train()
-    timed = clock.steps[args.warmup:]
+    timed = clock.steps[warmup:]
     step, gen = mean([s for s, _, _ in timed]), mean([g for _, g, _ in timed])
     tokens = sum(t for _, _, t in timed)
-    phases = {name: round(mean([p[name] for p in clock.phases[args.warmup:]]), 4)
+    phases = {name: round(mean([p[name] for p in clock.phases[warmup:]]), 4)
               for name in ENGINE_PHASES + ("compiled_graphs", "gc_seconds", "gc_full")}
     if phases.get("decode_steps"):
         phases["decode_ms_per_step"] = round(1000 * phases["decode_seconds"] / phases["decode_steps"], 3)
     # The collector's figures are the process's, not the engine's: no engine_ prefix.
     engine_split = {(name if name.startswith("gc_") else f"engine_{name}"): value for name, value in phases.items()}
-    return dict(case=case, path=path, engine=getattr(sampler, "engine_name", None) or "trl-generate",
-                steps=len(timed), warmup_s=round(sum(s for s, _, _ in clock.steps[:args.warmup]), 2),
+    return dict(case=case, path=label, steps_per_generation=per_generation, engine=getattr(sampler, "engine_name", None) or "trl-generate",
+                steps=len(timed), warmup_s=round(sum(s for s, _, _ in clock.steps[:warmup]), 2),
                 step_s=round(step, 3), generation_s=round(gen, 3), training_s=round(step - gen, 3),
                 generation_share=round(gen / step, 3) if step else None,
                 useful_tokens_per_step=round(tokens / max(1, len(timed)), 1),
@@ -121,6 +126,17 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
                 completions_per_step=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
                 peak_gpu_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if args.device == "cuda" else None,
                 **engine_split)
+
+
+def split_path(path: str) -> tuple[str, int]:
+    """'fast@4' -> ('fast', 4); 'fast' -> ('fast', 1)."""
+    name, _, per_generation = path.partition("@")
+    return name, int(per_generation or 1)
+
+
+def whole_phases(steps: int, per_generation: int) -> int:
+    """`steps` rounded up to whole generation phases."""
+    return -(-steps // per_generation) * per_generation
 
 
 def load_policy(case: str, args: argparse.Namespace) -> tuple[Any, Any]:
@@ -309,7 +325,7 @@ def planned_runs(args: argparse.Namespace) -> list[tuple[str, str]]:
     budget cuts the least needed."""
     runs = [(case, path) for case in args.cases.split(",")
             for path in (args.paths or DEFAULT_PATHS[case]).split(",")]
-    return sorted(runs, key=lambda run: run[1] not in ("fast", "trl"))
+    return sorted(runs, key=lambda run: split_path(run[1])[0] not in ("fast", "trl"))
 
 
 def run_child(case: str, path: str, args: argparse.Namespace, timeout: float) -> dict[str, Any]:
@@ -331,8 +347,10 @@ def run_child(case: str, path: str, args: argparse.Namespace, timeout: float) ->
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     """Per case and path: seconds a step (generation + training), generation's
-    share, useful generated tokens/s, and the step time against TRL's own."""
-    baseline = {r["case"]: r["step_s"] for r in rows if r.get("path") == "trl" and "step_s" in r}
+    share, useful generated tokens/s, and the step time against TRL's own
+    with the same steps per generation."""
+    baseline = {(r["case"], r["steps_per_generation"]): r["step_s"] for r in rows
+                if split_path(r["path"])[0] == "trl" and "step_s" in r}
     head = f"{'case':6} {'path':10} {'s/step':>8} {'gen s':>8} {'train s':>8} {'gen %':>6} " \
            f"{'gen tok/s':>10} {'tok/cmpl':>8} {'x trl':>6} {'GiB':>6}"
     print(head)
@@ -340,7 +358,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if "error" in r:
             print(f"{r['case']:6} {r['path']:10} {r['error']}")
             continue
-        speedup = f"{baseline[r['case']] / r['step_s']:6.1f}" if r["case"] in baseline and r["step_s"] else "     -"
+        trl = baseline.get((r["case"], r["steps_per_generation"]))
+        speedup = f"{trl / r['step_s']:6.1f}" if trl and r["step_s"] else "     -"
         print(f"{r['case']:6} {r['path']:10} {r['step_s']:8.2f} {r['generation_s']:8.2f} {r['training_s']:8.2f} "
               f"{100 * (r['generation_share'] or 0):6.1f} {r['generation_tokens_per_s'] or 0:10,.0f} "
               f"{r['mean_completion_tokens']:8.1f} {speedup} {r['peak_gpu_gib'] or 0:6.1f}")

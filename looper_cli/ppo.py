@@ -59,6 +59,12 @@ class PPOStageConfig(LoraOptions, TrainOptions):
     shaping: Literal["all", "correct"] = "all"
     lr: float = 1e-5
     batch_size: int = 8  # completions per device per step
+    # Optimizer steps one generation phase feeds. 1: every step samples from the
+    # policy it trains (on-policy). N: one phase samples N steps' completions at
+    # once (a decode step costs about the same for 4x the rows), and steps 2..N
+    # train on samples of an older policy, PPO's clipped ratio against the
+    # log-probs TRL takes when they are sampled (TRL's steps_per_generation).
+    steps_per_generation: int = 1
     # The policy's attention while it trains and samples: None keeps the model's
     # (sdpa). "eager" never returns NaN for the fully masked rows of left padding.
     attn_implementation: Optional[Literal["sdpa", "eager"]] = None
@@ -232,13 +238,19 @@ def sampling_engine(cfg: PPOStageConfig, model: Any) -> str:
 def engine_config(cfg: PPOStageConfig) -> Any:
     """The engine's settings (ppo's own `max_seqs`: its --batch-size counts
     completions a step). A generation phase holds at most this process's
-    completions of one optimizer step (TRL generates for grad_accum
-    micro-batches at once), so no more rows are asked for: the KV cache the
-    engine sizes for them, and takes again every phase, stays that small."""
+    completions of `steps_per_generation` optimizer steps (TRL generates for
+    all their micro-batches at once), so no more rows are asked for: the KV
+    cache the engine sizes for them, and takes again every phase, stays that
+    small."""
     from looper_cli.engine.api import EngineConfig
 
-    return EngineConfig(max_seqs=min(cfg.max_seqs, cfg.batch_size * cfg.grad_accum),
+    return EngineConfig(max_seqs=min(cfg.max_seqs, generation_rows(cfg)),
                         gpu_memory_utilization=cfg.gpu_memory_utilization, kv_cache_gib=cfg.kv_cache_gib)
+
+
+def generation_rows(cfg: PPOStageConfig) -> int:
+    """Completions one generation phase samples in this process."""
+    return cfg.batch_size * cfg.grad_accum * cfg.steps_per_generation
 
 
 def check_engine_options(cfg: PPOStageConfig) -> None:
@@ -281,6 +293,7 @@ def start_checkpoint(cfg: PPOStageConfig) -> Path:
         raise UserError("--num-generations must be at least 2 (advantages are relative to the group)")
     require_positive("--temperature", cfg.temperature)
     require_at_least("--max-new-tokens", cfg.max_new_tokens, 1)
+    require_at_least("--steps-per-generation", cfg.steps_per_generation, 1)
     require_positive("--clip-epsilon", cfg.clip_epsilon)
     require_at_least("--kl-beta", cfg.kl_beta, 0)
     require_arm(cfg.coherence_arm)
@@ -312,6 +325,7 @@ def build_trainer(cfg: PPOStageConfig, model: Any, tokenizer: Any, dataset: Any,
     common = dict(
         opts=cfg, out_dir=out_dir, device=device,
         num_generations=cfg.num_generations,
+        steps_per_generation=cfg.grad_accum * cfg.steps_per_generation,  # TRL counts micro-batches
         max_completion_length=cfg.max_new_tokens,
         temperature=cfg.temperature,
         beta=cfg.kl_beta,

@@ -28,9 +28,12 @@ Groups
 Log-probs
     The loss uses the training forward's log-probs, TRL's default without
     vLLM. With one generation per optimizer step (num_iterations 1,
-    steps_per_generation = grad_accum, as looper sets them) TRL takes the old
+    steps_per_generation = grad_accum: ppo's default) TRL takes the old
     log-probs to be the current ones, detached: the ratio is 1 and the
-    gradient is the on-policy one. TRL's importance-sampling correction
+    gradient is the on-policy one. With `--steps-per-generation N > 1` one
+    phase samples N steps' completions, and TRL takes the old log-probs from
+    a no-grad training forward right after sampling, so the later steps'
+    ratios (and PPO's clip) measure how far the policy moved since. TRL's importance-sampling correction
     exists only behind `use_vllm` (it builds a vLLM engine); it corrects for a
     sampler whose weights or kernels differ from the trainer's. Ours samples
     with the trainer's own modules and weights, so the two distributions

@@ -9,6 +9,10 @@
 #   call b (carry .gpu/gguf_b): bash scripts/gpu_decode.sh b  -> ppo steps on SmolLM2 (64 x 256):
 #          the engine before, after, and TRL's own sampling
 #   call c: bash scripts/gpu_decode.sh c  -> ppo steps on the 8B shape: the engine and TRL's sampling
+#   --steps-per-generation (generation amortised over N optimizer steps), three calls on one warm machine:
+#   call spg-a (carry as a, .gpu/tok but not .gpu/old): setup, then the 8B shape: fast and fast@4
+#   call spg-b (carry .gpu/gguf_b): SmolLM2 64 x 256: fast, fast@2, fast@4, TRL's own sampling at 1 and 4
+#   call spg-c: SmolLM2 with the training step compiled: fast-compile and fast-compile@4
 # STEP_TREES="" skips call a's before/after decode steps; STEP_VARIANTS (below) adds runs of this tree
 # under other settings; STEP_ADAPTERS=true measures with the LoRA adapter only; SECTIONS=,attention adds
 # the attention section; STEP_SAMPLES=8 times generations of 8 samples a prompt (shared prompt blocks, as in ppo).
@@ -45,6 +49,24 @@ if [ "$phase" = b ]; then
   (cd $OLD && ppo 170 --paths fast --warmup 3 --steps 5 --out $OUT/ppo-before) 2>&1 | tee $OUT/ppo-before.log
   ppo 170 --paths fast --warmup 3 --steps 5 --out $OUT/ppo-after 2>&1 | tee $OUT/ppo-after.log
   ppo 200 --paths trl --steps 3 --out $OUT/ppo-trl 2>&1 | tee $OUT/ppo-trl.log
+fi
+ppo_runs() {  # $1: case, $2: seconds, then gpu_ppo.py's options; rows and log under $OUT/ppo-$3-...
+  timeout $2 python3 benchmarks/gpu_ppo.py --cases $1 --model ${M} --data $G/data/gsm8k --budget $(($2 - 10)) \
+      --child-timeout $(($2 - 10)) "${@:3}"
+}
+if [ "$phase" = spg-a ]; then
+  device_setup || exit 1
+  python3 -c 'import torch, transformers, trl, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "peft", peft.__version__)'
+  M=/nonexistent ppo_runs 8b 400 --tokenizer .gpu/tok --paths fast,fast@4 --warmup 2 --steps 4 --out $OUT/spg-8b 2>&1 | tee $OUT/spg-8b.log
+fi
+if [ "$phase" = spg-b ]; then
+  join_gguf || exit 1
+  ppo_runs smol 200 --paths fast,fast@2,fast@4 --warmup 4 --steps 8 --out $OUT/spg-smol-fast 2>&1 | tee $OUT/spg-smol-fast.log
+  ppo_runs smol 330 --paths trl,trl@4 --warmup 1 --steps 3 --out $OUT/spg-smol-trl 2>&1 | tee $OUT/spg-smol-trl.log
+fi
+if [ "$phase" = spg-c ]; then
+  ppo_runs smol 400 --paths fast-compile,fast-compile@4 --warmup 4 --steps 8 --activation-budget ${BUDGET:-0.8} \
+      --out $OUT/spg-smol-compile 2>&1 | tee $OUT/spg-smol-compile.log
 fi
 if [ "$phase" = c ]; then  # the 8B shape (random init, EOS 1/100), LoRA r=64, 16 x up to 1,024: engine vs TRL
   timeout 560 python3 benchmarks/gpu_ppo.py --cases 8b --model $M --data $G/data/gsm8k --paths fast,trl \

@@ -16,15 +16,17 @@ from conftest import ROOT
 def test_gpu_ppo_benchmark_smoke_runs_on_cpu(tiny_model: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_ppo.py"), "--cases", "small",
-                           "--device", "cpu", "--paths", "fast", "--steps", "1", "--max-new-tokens", "8",
+                           "--device", "cpu", "--paths", "fast,fast@2", "--steps", "1", "--max-new-tokens", "8",
                            "--tokenizer", str(tiny_model), "--workdir", str(tmp_path / "work"),
                            "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = json.loads((tmp_path / "out" / "gpu_ppo.json").read_text())
-    assert [r["path"] for r in rows] == ["fast"] and "error" not in rows[0], rows
+    assert [r["path"] for r in rows] == ["fast", "fast@2"] and not any("error" in r for r in rows), rows
     assert rows[0]["steps"] == 1 and rows[0]["useful_tokens_per_step"] > 0
     assert rows[0]["engine_decode_steps"] > 0 and rows[0]["engine_decode_seconds"] > 0  # the phase split
+    # two steps a generation: the timed window is rounded up to one whole phase (steps 3-4)
+    assert rows[1]["steps"] == 2 and rows[1]["steps_per_generation"] == 2 and rows[1]["useful_tokens_per_step"] > 0
 
 
 def _rollout_rows(gold_b: float | None) -> list[dict]:

@@ -153,8 +153,25 @@ def test_ppo_with_compiled_layers_samples_with_the_fast_engine_and_trains_like_e
     assert first[1]["grad_norm"] == pytest.approx(first[0]["grad_norm"], rel=1e-4)
 
 
+def test_ppo_steps_per_generation_samples_once_for_several_steps(warm_tiny_model: Path, tmp_path: Path) -> None:
+    """--steps-per-generation 2: one generation phase samples both steps' completions (whole
+    groups, one engine call), and the second step trains on them off-policy: TRL then takes the
+    old log-probs from a forward at sampling time, so the second step's clipped ratio is live."""
+    from looper_cli.ppo import PPOStageConfig, run_ppo
+    from looper_cli.training import read_training_log
+
+    options = dict(sft=warm_tiny_model, data="synthetic:8", num_generations=4, batch_size=8, max_new_tokens=24,
+                   lr=1e-3, lora_r=8, max_steps=2, logging_steps=1)
+    summary = run_ppo(PPOStageConfig(output=tmp_path / "spg", steps_per_generation=2, **options))  # type: ignore[arg-type]
+    rows = read_training_log(tmp_path / "spg" / "log.jsonl")
+    assert summary["steps"] == 2 and [r["step"] for r in rows] == [1, 2]
+    assert 0 < summary["generated_tokens"] <= 2 * 8 * 24  # both steps' 16 completions, sampled once
+    assert rows[0]["generation/tokens_per_s"] > 0 and "generation/tokens_per_s" not in rows[1]
+    assert 'steps_per_generation = 2' in (tmp_path / "spg" / "config.toml").read_text()
+
+
 @pytest.mark.parametrize("case", ["both-starts", "no-start", "split-groups", "memory-share", "group-over-max-seqs",
-                                  "compile-with-hf"])
+                                  "compile-with-hf", "steps-per-generation"])
 def test_ppo_user_errors_are_one_line(case: str, tmp_path: Path, cli) -> None:
     start = tmp_path / "start"
     start.mkdir()
@@ -165,6 +182,7 @@ def test_ppo_user_errors_are_one_line(case: str, tmp_path: Path, cli) -> None:
         "memory-share": ["--sft", start, "--gpu-memory-utilization", "1.5"],
         "group-over-max-seqs": ["--sft", start, "--num-generations", "8", "--max-seqs", "4"],
         "compile-with-hf": ["--sft", start, "--compile", "--engine", "hf"],
+        "steps-per-generation": ["--sft", start, "--steps-per-generation", "0"],
     }[case]
     result = cli("ppo", "--data", "synthetic:4", *args, "-o", tmp_path / "out")
     assert result.returncode == 2, result.stderr[-2000:]

@@ -168,6 +168,11 @@ def ppo(
                                             "Default: 0.", show_default=False),
     clip_epsilon: Optional[float] = typer.Option(None, "--clip-epsilon", help="PPO ratio clip. Default: 0.2.",
                                                  show_default=False),
+    steps_per_generation: Optional[int] = typer.Option(None, "--steps-per-generation", help="Optimizer steps "
+                                                       "one generation phase feeds: 1 samples fresh for every "
+                                                       "step (on-policy); N samples N steps' answers at once, "
+                                                       "and later steps train on them with PPO's clipped ratio. "
+                                                       "Default: 1.", show_default=False),
     coherence_arm: Optional[str] = typer.Option(None, "--coherence-arm", help="Regime W arm whose s_wm the "
                                                 "reward uses in every group (W1..M4, e.g. M1: soundness, no "
                                                 "agreement term). Default: the bandit's pick.", show_default=False),
