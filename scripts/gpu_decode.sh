@@ -12,7 +12,7 @@
 #   --steps-per-generation (generation amortised over N optimizer steps), three calls on one warm machine:
 #   call spg-a (carry as a, .gpu/tok but not .gpu/old): setup, then the 8B shape: fast and fast@4
 #   call spg-b (carry .gpu/gguf_b): SmolLM2 64 x 256: fast, fast@2, fast@4, TRL's own sampling at 1 and 4
-#   call spg-c: SmolLM2 with the training step compiled: fast-compile and fast-compile@4
+#   call spg-c: SmolLM2 with the training step compiled: fast-compile, @2 and @4 (run 21's call 4 ran @2 and @4)
 # STEP_TREES="" skips call a's before/after decode steps; STEP_VARIANTS (below) adds runs of this tree
 # under other settings; STEP_ADAPTERS=true measures with the LoRA adapter only; SECTIONS=,attention adds
 # the attention section; STEP_SAMPLES=8 times generations of 8 samples a prompt (shared prompt blocks, as in ppo).
@@ -61,11 +61,12 @@ if [ "$phase" = spg-a ]; then
 fi
 if [ "$phase" = spg-b ]; then
   join_gguf || exit 1
-  ppo_runs smol 200 --paths fast,fast@2,fast@4 --warmup 4 --steps 8 --out $OUT/spg-smol-fast 2>&1 | tee $OUT/spg-smol-fast.log
+  ppo_runs smol 260 --paths fast,fast@2,fast@4 --warmup 4 --steps 8 --out $OUT/spg-smol-fast 2>&1 | tee $OUT/spg-smol-fast.log
   ppo_runs smol 330 --paths trl,trl@4 --warmup 1 --steps 3 --out $OUT/spg-smol-trl 2>&1 | tee $OUT/spg-smol-trl.log
 fi
 if [ "$phase" = spg-c ]; then
-  ppo_runs smol 400 --paths fast-compile,fast-compile@4 --warmup 4 --steps 8 --activation-budget ${BUDGET:-0.8} \
+  # two phases of warm-up: the second shape, which makes the compiled layers dynamic, comes with the second phase
+  ppo_runs smol 450 --paths fast-compile,fast-compile@2,fast-compile@4 --warmup 8 --steps 8 --activation-budget ${BUDGET:-0.8} \
       --out $OUT/spg-smol-compile 2>&1 | tee $OUT/spg-smol-compile.log
 fi
 if [ "$phase" = c ]; then  # the 8B shape (random init, EOS 1/100), LoRA r=64, 16 x up to 1,024: engine vs TRL
