@@ -104,18 +104,20 @@ def run_one(case: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     training.compile_decoder_layers(trainer.model, cfg)
     profile_file = Path(args.out or args.workdir) / f"host-profile-{case}-{path}.txt"
     timer = GenerationTimer(trainer, (args.profile_host, profile_file) if args.profile_host else None)
-    clock = StepClock(timer, args.device, lambda: engine_phases(sampler))
+    split = TrainingSplit(trainer, args.device) if args.split else None
+    clock = StepClock(timer, args.device, lambda: {**engine_phases(sampler), **(split.totals() if split else {})})
     trainer.add_callback(clock)
     trainer.train()
     timed = clock.steps[warmup:]
     step, gen = mean([s for s, _, _ in timed]), mean([g for _, g, _ in timed])
     tokens = sum(t for _, _, t in timed)
     phases = {name: round(mean([p[name] for p in clock.phases[warmup:]]), 4)
-              for name in ENGINE_PHASES + ("compiled_graphs", "gc_seconds", "gc_full")}
+              for name in ENGINE_PHASES + ("compiled_graphs", "gc_seconds", "gc_full") + (SPLIT if split else ())}
     if phases.get("decode_steps"):
         phases["decode_ms_per_step"] = round(1000 * phases["decode_seconds"] / phases["decode_steps"], 3)
     # The collector's figures are the process's, not the engine's: no engine_ prefix.
-    engine_split = {(name if name.startswith("gc_") else f"engine_{name}"): value for name, value in phases.items()}
+    engine_split = {(name if name.startswith(("gc_", "train_")) else f"engine_{name}"): value
+                    for name, value in phases.items()}
     return dict(case=case, path=label, steps_per_generation=per_generation, engine=getattr(sampler, "engine_name", None) or "trl-generate",
                 steps=len(timed), warmup_s=round(sum(s for s, _, _ in clock.steps[:warmup]), 2),
                 step_s=round(step, 3), generation_s=round(gen, 3), training_s=round(step - gen, 3),
@@ -256,6 +258,46 @@ def engine_phases(sampler: Any) -> dict[str, float]:
             "gc_seconds": COLLECTOR.seconds, "gc_full": float(COLLECTOR.full)}
 
 
+SPLIT = ("train_prepare_seconds", "train_loss_forward_seconds")
+
+
+class TrainingSplit:
+    """--split: where a step's training time goes. Seconds inside TRL's
+    `_generate_and_score_completions` (generation, decoding the text, Regime W
+    scoring, advantages, and the old log-prob forward when one phase feeds
+    several steps) and inside `compute_loss` (the loss forward); the step's
+    rest is backward and optimizer. The GPU is synchronised at each edge, so
+    asynchronous work is charged to the part that launched it."""
+
+    def __init__(self, trainer: Any, device: str):
+        self.seconds = dict.fromkeys(SPLIT, 0.0)
+        self.device = device
+        self._wrap(trainer, "_generate_and_score_completions", "train_prepare_seconds")
+        self._wrap(trainer, "compute_loss", "train_loss_forward_seconds")
+
+    def _wrap(self, trainer: Any, method: str, name: str) -> None:
+        inner = getattr(trainer, method)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._sync()
+            started = time.perf_counter()
+            out = inner(*args, **kwargs)
+            self._sync()
+            self.seconds[name] += time.perf_counter() - started
+            return out
+
+        setattr(trainer, method, timed)
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def totals(self) -> dict[str, float]:
+        return dict(self.seconds)
+
+
 def StepClock(timer: GenerationTimer, device: str, phases: Any) -> Any:  # noqa: N802 (a TrainerCallback)
     from transformers import TrainerCallback
 
@@ -284,7 +326,10 @@ def StepClock(timer: GenerationTimer, device: str, phases: Any) -> Any:  # noqa:
                   f"{self.steps[-1][2]} tokens; engine prepare {split['prepare_seconds']:.3f} s, prefill "
                   f"{split['prefill_seconds']:.3f} s, decode {split['decode_seconds']:.3f} s in "
                   f"{split['decode_steps']:.0f} steps; {split['compiled_graphs']:.0f} graphs compiled; garbage "
-                  f"collector {split['gc_seconds']:.3f} s, {split['gc_full']:.0f} full", flush=True)
+                  f"collector {split['gc_seconds']:.3f} s, {split['gc_full']:.0f} full"
+                  + (f"; prepare {split['train_prepare_seconds']:.3f} s (generation included), loss forward "
+                     f"{split['train_loss_forward_seconds']:.3f} s" if "train_prepare_seconds" in split else ""),
+                  flush=True)
 
     clock = Clock()
     clock.steps, clock.phases = [], []
@@ -392,6 +437,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="folder for gpu_ppo.json")
     parser.add_argument("--profile-host", type=int, default=None, metavar="N",
                         help="cProfile the N-th generation call: host-profile-CASE-PATH.txt in --out")
+    parser.add_argument("--split", action="store_true", help="time TRL's batch preparation and loss forward "
+                        "apart (a GPU sync at each edge)")
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device == "cpu":

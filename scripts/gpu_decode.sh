@@ -13,6 +13,8 @@
 #   call spg-a (carry as a, .gpu/tok but not .gpu/old): setup, then the 8B shape: fast and fast@4
 #   call spg-b (carry .gpu/gguf_b): SmolLM2 64 x 256: fast, fast@2, fast@4, TRL's own sampling at 1 and 4
 #   call spg-c: SmolLM2 with the training step compiled: fast-compile, @2 and @4 (run 21's call 4 ran @2 and @4)
+#   call split-8b (carry as spg-a): where the 8B shape's training step goes (gpu_ppo.py --split), 8 steps,
+#          with expandable segments (ppo's setting), with the allocator's default, and with the cache released
 # STEP_TREES="" skips call a's before/after decode steps; STEP_VARIANTS (below) adds runs of this tree
 # under other settings; STEP_ADAPTERS=true measures with the LoRA adapter only; SECTIONS=,attention adds
 # the attention section; STEP_SAMPLES=8 times generations of 8 samples a prompt (shared prompt blocks, as in ppo).
@@ -58,6 +60,13 @@ if [ "$phase" = spg-a ]; then
   device_setup || exit 1
   python3 -c 'import torch, transformers, trl, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__, "peft", peft.__version__)'
   M=/nonexistent ppo_runs 8b 400 --tokenizer .gpu/tok --paths fast,fast@4 --warmup 2 --steps 4 --out $OUT/spg-8b 2>&1 | tee $OUT/spg-8b.log
+fi
+if [ "$phase" = split-8b ]; then
+  device_setup || exit 1
+  split8b() { M=/nonexistent ppo_runs 8b 150 --tokenizer .gpu/tok --warmup 2 --steps 8 --split "$@"; }
+  split8b --paths fast --out $OUT/split-8b 2>&1 | tee $OUT/split-8b.log
+  PYTORCH_CUDA_ALLOC_CONF= split8b --paths fast --workdir /tmp/gpu_ppo_plain --out $OUT/split-8b-plain 2>&1 | tee $OUT/split-8b-plain.log
+  split8b --paths fast-release --out $OUT/split-8b-release 2>&1 | tee $OUT/split-8b-release.log
 fi
 if [ "$phase" = spg-b ]; then
   join_gguf || exit 1
