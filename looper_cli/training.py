@@ -323,7 +323,9 @@ def prepare_output(opts: TrainOptions, stage: str) -> OutputState:
 
     check_train_options(opts)
     # Batches padded to their longest row change shape every step; growable segments keep
-    # the freed blocks of one shape usable for the next (set before CUDA starts).
+    # the freed blocks of one shape usable for the next (set before CUDA starts). A user's
+    # own setting wins: ppo at 8B with the engine's cache kept trained unevenly with them
+    # (docs/perf-notes.md, run 21 call 5), and `expandable_segments:False` evened it out.
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     out_dir = check_output_kind(output_dir(opts, stage), folder=True)
     done = finished_summary(opts, out_dir, stage)
