@@ -258,6 +258,14 @@ def engine_phases(sampler: Any) -> dict[str, float]:
             "gc_seconds": COLLECTOR.seconds, "gc_full": float(COLLECTOR.full)}
 
 
+def sync(device: str) -> None:
+    """Wait for the GPU, so a clock read after it counts the work launched before."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
 SPLIT = ("train_prepare_seconds", "train_loss_forward_seconds")
 
 
@@ -279,20 +287,14 @@ class TrainingSplit:
         inner = getattr(trainer, method)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            self._sync()
+            sync(self.device)
             started = time.perf_counter()
             out = inner(*args, **kwargs)
-            self._sync()
+            sync(self.device)
             self.seconds[name] += time.perf_counter() - started
             return out
 
         setattr(trainer, method, timed)
-
-    def _sync(self) -> None:
-        if self.device == "cuda":
-            import torch
-
-            torch.cuda.synchronize()
 
     def totals(self) -> dict[str, float]:
         return dict(self.seconds)
@@ -301,23 +303,17 @@ class TrainingSplit:
 def StepClock(timer: GenerationTimer, device: str, phases: Any) -> Any:  # noqa: N802 (a TrainerCallback)
     from transformers import TrainerCallback
 
-    def sync() -> None:
-        if device == "cuda":
-            import torch
-
-            torch.cuda.synchronize()
-
     class Clock(TrainerCallback):
         steps: list[tuple[float, float, int]] = []  # (step s, generation s, useful tokens)
         phases: list[dict[str, float]] = []  # the engine's phases in each step
 
         def on_step_begin(self, args, state, control, **kwargs):
-            sync()
+            sync(device)
             self.mark = (time.perf_counter(), timer.seconds, timer.tokens)
             self.phase_mark = phases()
 
         def on_step_end(self, args, state, control, **kwargs):
-            sync()
+            sync(device)
             started, generated, tokens = self.mark
             self.steps.append((time.perf_counter() - started, timer.seconds - generated, timer.tokens - tokens))
             self.phases.append({name: value - self.phase_mark[name] for name, value in phases().items()})

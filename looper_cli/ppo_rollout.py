@@ -33,9 +33,10 @@ Log-probs
     gradient is the on-policy one. With `--steps-per-generation N > 1` one
     phase samples N steps' completions, and TRL takes the old log-probs from
     a no-grad training forward right after sampling, so the later steps'
-    ratios (and PPO's clip) measure how far the policy moved since. TRL's importance-sampling correction
-    exists only behind `use_vllm` (it builds a vLLM engine); it corrects for a
-    sampler whose weights or kernels differ from the trainer's. Ours samples
+    ratios (and PPO's clip) measure how far the policy moved since. TRL's
+    importance-sampling correction exists only behind `use_vllm` (it builds
+    a vLLM engine); it corrects for a sampler whose weights or kernels
+    differ from the trainer's. Ours samples
     with the trainer's own modules and weights, so the two distributions
     differ only by kernel rounding (in float32 on CPU they agree to 1e-4:
     tests/test_train_ppo.py). The engine's log-probs (temperature applied, as

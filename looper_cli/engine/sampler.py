@@ -151,11 +151,13 @@ def gumbel_noise_triton(keys: torch.Tensor, positions: torch.Tensor, salts: torc
 
 
 if triton is not None:
+    _MIX_JIT = tl.constexpr(_MIX)  # a jit function reads module constants only as constexpr
+
     @triton.jit
     def _mix32_u32(x):
         """`_mix32` in uint32: the wrapping multiply is the int64 product & 2**32 - 1."""
-        x = ((x >> 16) ^ x) * 0x45D9F3B
-        x = ((x >> 16) ^ x) * 0x45D9F3B
+        x = ((x >> 16) ^ x) * _MIX_JIT
+        x = ((x >> 16) ^ x) * _MIX_JIT
         return (x >> 16) ^ x
 
     @triton.jit
